@@ -1,0 +1,231 @@
+"""Target profiles: where a bundle will run and what it must fit in.
+
+Profiles are TOML files (format in docs/FORMATS.md and the README). A ``--target`` is either a
+profile name, looked up in the shipped profiles, or a path to a TOML file. Every key is checked:
+an unknown key or a value of the wrong type is a ConfigError naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+ARCHES = ("x86_64", "aarch64")
+RUNTIMES = ("onnxruntime", "openvino", "litert")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
+DEVICES = ("CPU", "NPU", "GPU")
+ISAS = ("sse4_2", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx",
+        "neon", "dotprod", "i8mm", "sve", "fp16")
+CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
+QTYPES = ("uint8", "int8")
+STAND_IN = ("warn", "fail")
+
+# key -> accepted python type(s)
+_TOP: dict[str, type | tuple[type, ...]] = {
+    "name": str, "description": str, "arch": str, "isa": list, "runtime": str, "device": str,
+    "precision": str, "threads": int, "static_shapes": bool, "sequence_length": int,
+    "calibration_samples": int, "stand_in": str, "memory_mb": int,
+    "quantization": dict, "budget": dict,
+}
+_REQUIRED = ("name", "description", "arch", "isa", "runtime", "device", "precision", "threads")
+_QUANT: dict[str, type | tuple[type, ...]] = {
+    "calibrate_method": str,
+    "per_channel": bool,
+    "reduce_range": bool,
+    "activation_type": str,
+    "weight_type": str,
+    "op_types": list,
+    "accuracy_aware": bool,
+}
+_BUDGET: dict[str, type | tuple[type, ...]] = {
+    "latency_p95_ms": (int, float),
+    "peak_memory_mb": (int, float),
+    "model_size_mb": (int, float),
+    "max_accuracy_drop": (int, float),
+    "max_class_accuracy_drop": (int, float),
+    "load_time_ms": (int, float),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Budgets:
+    """Limits a bundle must meet on its target; None = not checked."""
+
+    latency_p95_ms: float | None = None
+    peak_memory_mb: float | None = None
+    model_size_mb: float | None = None
+    max_accuracy_drop: float | None = None
+    max_class_accuracy_drop: float | None = None
+    load_time_ms: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Quantization:
+    """int8 settings. None = derive from the target's arch and isa (see `resolved_quantization`)."""
+
+    calibrate_method: str = "minmax"
+    per_channel: bool = True
+    reduce_range: bool | None = None
+    activation_type: str | None = None
+    weight_type: str | None = None
+    op_types: tuple[str, ...] | None = None
+    accuracy_aware: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetProfile:
+    name: str
+    description: str
+    arch: str
+    isa: tuple[str, ...]
+    runtime: str
+    device: str
+    precision: str
+    threads: int
+    static_shapes: bool = False
+    sequence_length: int = 128
+    calibration_samples: int = 32
+    stand_in: str = "warn"
+    memory_mb: int | None = None
+    quantization: Quantization = Quantization()
+    budget: Budgets = Budgets()
+    path: str | None = None
+
+    @property
+    def has_vnni(self) -> bool:
+        return any(i in self.isa for i in ("avx512_vnni", "avx_vnni", "amx"))
+
+    def with_precision(self, precision: str) -> "TargetProfile":
+        _one_of(precision, PRECISIONS, "precision", self.path or self.name)
+        return dataclasses.replace(self, precision=precision)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["isa"] = list(self.isa)
+        if self.quantization.op_types is not None:
+            d["quantization"]["op_types"] = list(self.quantization.op_types)
+        d.pop("path")
+        return d
+
+
+def _one_of(value: Any, allowed: tuple, key: str, where: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{where}: {key} = {value!r} is not valid; expected one of {', '.join(allowed)}")
+
+
+def _typed(table: dict, spec: dict, where: str, prefix: str = "") -> dict:
+    for key, value in table.items():
+        if key not in spec:
+            raise ConfigError(
+                f"{where}: unknown key {prefix}{key!r}; valid keys: {', '.join(sorted(spec))}")
+        want = spec[key]
+        # TOML true is an int to Python: a boolean is never a count or a limit.
+        if isinstance(value, bool) and want is not bool:
+            raise ConfigError(f"{where}: {prefix}{key} = {value!r} must be a number, not a boolean")
+        if not isinstance(value, want):
+            names = "/".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
+            raise ConfigError(f"{where}: {prefix}{key} = {value!r} has type {type(value).__name__}; expected {names}")
+    return table
+
+
+def profile_from_dict(raw: dict[str, Any], where: str) -> TargetProfile:
+    """Validate a parsed profile table; every problem names `where` and the key."""
+    _typed(raw, _TOP, where)
+    for key in _REQUIRED:
+        if key not in raw:
+            raise ConfigError(f"{where}: missing required key {key!r}")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", raw["name"]):
+        raise ConfigError(f"{where}: name = {raw['name']!r} must be lower-case letters, digits and '-'")
+    _one_of(raw["arch"], ARCHES, "arch", where)
+    _one_of(raw["runtime"], RUNTIMES, "runtime", where)
+    _one_of(raw["device"], DEVICES, "device", where)
+    _one_of(raw["precision"], PRECISIONS, "precision", where)
+    _one_of(raw.get("stand_in", "warn"), STAND_IN, "stand_in", where)
+    for isa in raw["isa"]:
+        _one_of(isa, ISAS, "isa entry", where)
+    for key in ("threads", "sequence_length", "calibration_samples", "memory_mb"):
+        if key in raw and raw[key] < 1:
+            raise ConfigError(f"{where}: {key} = {raw[key]!r} must be >= 1")
+    if raw["device"] == "NPU" and not raw.get("static_shapes", False):
+        raise ConfigError(
+            f"{where}: device = 'NPU' needs static_shapes = true (NPUs compile static shapes only; "
+            "set static_shapes = true and sequence_length for text models)")
+    if raw["device"] != "CPU" and raw["runtime"] != "openvino":
+        raise ConfigError(f"{where}: device = {raw['device']!r} is only available with runtime = 'openvino'")
+
+    q = _typed(dict(raw.get("quantization", {})), _QUANT, where, "quantization.")
+    if "calibrate_method" in q:
+        _one_of(q["calibrate_method"], CALIBRATE_METHODS, "quantization.calibrate_method", where)
+    for key in ("activation_type", "weight_type"):
+        if key in q:
+            _one_of(q[key], QTYPES, f"quantization.{key}", where)
+    if "op_types" in q:
+        q["op_types"] = tuple(q["op_types"])
+    b = _typed(dict(raw.get("budget", {})), _BUDGET, where, "budget.")
+    for key, value in b.items():
+        if value < 0:
+            raise ConfigError(f"{where}: budget.{key} = {value!r} must be >= 0")
+    fields = {k: v for k, v in raw.items() if k not in ("quantization", "budget")}
+    fields["isa"] = tuple(raw["isa"])
+    return TargetProfile(**fields, quantization=Quantization(**q), budget=Budgets(**b), path=where)
+
+
+def profile_dirs() -> list[Path]:
+    """Where shipped profiles live: the repository's targets/ (source checkout or editable install),
+    then <prefix>/share/edgekit/targets (a wheel install)."""
+    return [p for p in (Path(__file__).resolve().parent.parent / "targets",
+                        Path(sys.prefix) / "share" / "edgekit" / "targets") if p.is_dir()]
+
+
+def available() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in profile_dirs():
+        for f in sorted(d.glob("*.toml")):
+            found.setdefault(f.stem, f)
+    return found
+
+
+def load_target(spec: str | Path | TargetProfile) -> TargetProfile:
+    """A profile by name (shipped profiles) or by path to a TOML file."""
+    if isinstance(spec, TargetProfile):
+        return spec
+    s = str(spec)
+    path = Path(s)
+    if not (s.endswith(".toml") or path.exists()):
+        shipped = available()
+        if s not in shipped:
+            raise ConfigError(
+                f"unknown target {s!r}; available: {', '.join(shipped) or '(none)'} or a path to a .toml file")
+        path = shipped[s]
+    if not path.is_file():
+        raise ConfigError(f"{s}: target profile file not found")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    return profile_from_dict(raw, str(path))
+
+
+def load_targets(specs: list[str], targets_dir: str | None = None) -> list[TargetProfile]:
+    out = [load_target(s) for s in specs]
+    if targets_dir:
+        d = Path(targets_dir)
+        if not d.is_dir():
+            raise ConfigError(f"{d}: --targets must be a folder of .toml profiles")
+        files = sorted(d.glob("*.toml"))
+        if not files:
+            raise ConfigError(f"{d}: no .toml target profiles in this folder")
+        out += [load_target(f) for f in files]
+    names = [t.name for t in out]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ConfigError(f"target {sorted(dup)[0]!r} given twice")
+    if not out:
+        raise ConfigError("no target given: pass --target NAME (see `edgekit targets`) or --targets DIR")
+    return out
