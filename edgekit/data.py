@@ -1,0 +1,187 @@
+"""Calibration and validation data: files -> named numpy inputs (N samples on axis 0) + labels.
+
+Formats (documented in calibration/README.md):
+- ``.npz``: one array per model input, named like the input, plus optional ``labels`` (int, N);
+- an image folder: one sub-folder per class (sorted names -> label 0, 1, ...), images resized to
+  the model's input height and width, scaled to [0, 1], grey or RGB by the input's channels;
+- ``.jsonl``: one ``{"text": str, "label": int}`` per line, tokenized with the Hugging Face model
+  directory's tokenizer, padded/truncated to the sequence length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError, MissingExtraError
+from .hashing import sha256_path
+from .source import ModelHandle
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+@dataclasses.dataclass
+class Dataset:
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    path: str
+    sha256: str
+    format: str
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def sample(self, i: int) -> dict[str, np.ndarray]:
+        """Sample i as a batch of one (every runtime here is measured at batch 1)."""
+        return {k: v[i:i + 1] for k, v in self.inputs.items()}
+
+    def head(self, n: int) -> "Dataset":
+        return dataclasses.replace(self, inputs={k: v[:n] for k, v in self.inputs.items()},
+                                   labels=None if self.labels is None else self.labels[:n])
+
+    def describe(self) -> dict:
+        return {"path": self.path, "sha256": self.sha256, "format": self.format, "n": len(self),
+                "labelled": self.labels is not None}
+
+
+def _load_npz(path: Path, names: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from exc
+    labels = arrays.pop("labels", None)
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise DataError(f"{path}: no array named {missing[0]!r}; the model's inputs are "
+                        f"{', '.join(names)} (found: {', '.join(arrays) or 'nothing'})")
+    extra = [k for k in arrays if k not in names]
+    if extra:
+        raise DataError(f"{path}: array {extra[0]!r} is not a model input; the model's inputs are "
+                        f"{', '.join(names)} (plus optional 'labels')")
+    return arrays, labels
+
+
+def _load_images(path: Path, handle: ModelHandle):
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise MissingExtraError("pillow", "all", "image-folder datasets") from exc
+    if len(handle.inputs) != 1 or handle.inputs[0].shape is None or len(handle.inputs[0].shape) != 4:
+        raise DataError(f"{path}: an image folder needs a model with one NCHW input of known shape "
+                        "(a .pt2 or .onnx source); save the data as .npz instead")
+    _, c, h, w = handle.inputs[0].shape
+    if c not in (1, 3) or not h or not w:
+        raise DataError(f"{path}: the model's input shape {handle.inputs[0].shape} is not NCHW with 1 or 3 channels")
+    classes = sorted(d.name for d in path.iterdir() if d.is_dir())
+    if not classes:
+        raise DataError(f"{path}: no class sub-folders; expected one folder per class holding images")
+    xs, ys = [], []
+    for label, cls in enumerate(classes):
+        for f in sorted((path / cls).iterdir()):
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                img = Image.open(f).convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
+            except Exception as exc:
+                raise DataError(f"{f}: not a readable image ({exc})") from exc
+            a = np.asarray(img, dtype=np.float32) / 255.0
+            xs.append(a[None] if c == 1 else a.transpose(2, 0, 1))
+            ys.append(label)
+    if not xs:
+        raise DataError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders")
+    return {handle.inputs[0].name: np.stack(xs)}, np.asarray(ys, dtype=np.int64)
+
+
+def _load_jsonl(path: Path, handle: ModelHandle, sequence_length: int, tokenizer_dir: Path | None):
+    tok_dir = tokenizer_dir or handle.hf_dir
+    if tok_dir is None:
+        raise DataError(f"{path}: JSONL text needs a tokenizer: use a Hugging Face model directory "
+                        "as the source, or pass --tokenizer DIR")
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as exc:
+        raise MissingExtraError("transformers", "hf", "JSONL text datasets") from exc
+    texts, labels = [], []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
+                raise DataError(f"{path}:{lineno}: expected an object with a string 'text' (and int 'label')")
+            if "label" in rec and (not isinstance(rec["label"], int) or isinstance(rec["label"], bool)):
+                raise DataError(f"{path}:{lineno}: label = {rec['label']!r} must be an integer class id")
+            texts.append(rec["text"])
+            labels.append(rec.get("label"))
+    if not texts:
+        return {n.name: np.zeros((0, sequence_length), np.int64) for n in handle.inputs}, None
+    tok = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
+    enc = tok(texts, padding="max_length", truncation=True, max_length=sequence_length, return_tensors="np")
+    inputs = {n: np.asarray(enc[n], dtype=np.int64) for n in handle.input_names if n in enc}
+    missing = [n for n in handle.input_names if n not in inputs]
+    if missing:
+        raise DataError(f"{path}: the tokenizer in {tok_dir} does not produce model input {missing[0]!r}")
+    has = [lab is not None for lab in labels]
+    if any(has) and not all(has):
+        raise DataError(f"{path}:{has.index(False) + 1}: some lines have a 'label' and this one does not")
+    return inputs, (np.asarray(labels, dtype=np.int64) if all(has) else None)
+
+
+def load_data(path: str | Path, handle: ModelHandle, *, sequence_length: int = 128,
+              tokenizer_dir: str | Path | None = None, role: str = "data") -> Dataset:
+    """Read a dataset and check it against the model's inputs (names, per-sample shapes, dtypes,
+    NaN/Inf); every problem is a DataError naming the file."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: {role} data not found")
+    if p.is_dir():
+        inputs, labels = _load_images(p, handle)
+        fmt = "image-folder"
+    elif p.suffix == ".npz":
+        inputs, labels = _load_npz(p, handle.input_names)
+        fmt = "npz"
+    elif p.suffix == ".jsonl":
+        inputs, labels = _load_jsonl(p, handle, sequence_length,
+                                     Path(tokenizer_dir) if tokenizer_dir else None)
+        fmt = "jsonl"
+    else:
+        raise DataError(f"{p}: unsupported {role} data; expected .npz, .jsonl or an image folder")
+    _check(p, inputs, labels, handle, role)
+    return Dataset(inputs, labels, str(p), sha256_path(p), fmt)
+
+
+def _check(p: Path, inputs: dict[str, np.ndarray], labels, handle: ModelHandle, role: str) -> None:
+    n = None
+    for spec in handle.inputs:
+        a = inputs[spec.name]
+        if a.ndim == 0 or len(a) == 0:
+            raise DataError(f"{p}: {role} set is empty (array {spec.name!r} has no samples)")
+        if n is not None and len(a) != n:
+            raise DataError(f"{p}: array {spec.name!r} has {len(a)} samples, other inputs have {n}")
+        n = len(a)
+        if spec.dtype and a.dtype.name != spec.dtype:
+            raise DataError(f"{p}: array {spec.name!r} has dtype {a.dtype.name}; the model expects "
+                            f"{spec.dtype} (convert with .astype(np.{spec.dtype}))")
+        if spec.shape is not None:
+            want = spec.shape[1:]
+            got = a.shape[1:]
+            if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got)):
+                shown = "x".join("?" if w is None else str(w) for w in want)
+                raise DataError(f"{p}: array {spec.name!r} has samples of shape {'x'.join(map(str, got))}; "
+                                f"the model expects {shown} (N samples on axis 0)")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            bad = int(np.argwhere(~np.isfinite(a))[0][0])
+            raise DataError(f"{p}: array {spec.name!r} holds NaN or Inf (first at sample {bad}); "
+                            f"{role} data must be finite")
+    if labels is not None:
+        if labels.ndim != 1 or len(labels) != n:
+            raise DataError(f"{p}: 'labels' must be 1-D with one entry per sample ({n}), got shape {labels.shape}")
+        if labels.dtype.kind not in "iu":
+            raise DataError(f"{p}: 'labels' has dtype {labels.dtype.name}; expected integer class ids")

@@ -1,0 +1,234 @@
+"""Load a source model into a ModelHandle: a PyTorch module (or an ONNX file) plus what edgekit
+must know about it (input names and dtypes, output names, task, a content hash).
+
+Accepted sources, and how each is loaded without unpickling anything:
+- ``path/to/file.py:factory`` or ``package.module:factory``: the factory is called with no
+  arguments and must return a ``torch.nn.Module`` (weights loaded by the factory itself);
+- ``model.pt2``: a ``torch.export`` program (``torch.export.load``: weights only);
+- a Hugging Face model directory (config.json + model.safetensors; ``use_safetensors=True``);
+- ``model.onnx``: checked with ``onnx.checker``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import MissingExtraError, SourceError
+from .hashing import sha256_file, sha256_path, sha256_state_dict
+
+
+@dataclasses.dataclass
+class TensorSpec:
+    name: str
+    shape: tuple[int | None, ...] | None = None  # None: learnt from the data
+    dtype: str | None = None                     # numpy dtype name; None: learnt from the data
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": None if self.shape is None else list(self.shape),
+                "dtype": self.dtype}
+
+
+@dataclasses.dataclass
+class ModelHandle:
+    kind: str                       # "python" | "pt2" | "hf" | "onnx"
+    spec: str                       # what the user passed
+    sha256: str
+    inputs: list[TensorSpec]
+    outputs: list[str]
+    module: Any = None              # torch.nn.Module, eval mode (None for ONNX sources)
+    onnx_path: Path | None = None   # ONNX sources
+    hf_dir: Path | None = None      # HF sources: tokenizer + config live here
+    task: str = "classification"
+    is_transformer: bool = False
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.inputs]
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "path": self.spec, "sha256": self.sha256, "task": self.task,
+                "transformer": self.is_transformer,
+                "inputs": [i.to_dict() for i in self.inputs], "outputs": self.outputs,
+                **self.metadata}
+
+    def runner(self):
+        """A callable feeding a dict of numpy arrays, returning the list of numpy outputs."""
+        if self.onnx_path is not None:
+            from .backends.onnxruntime import open_session
+            return open_session(self.onnx_path, threads=0)
+        return _torch_runner(self.module, self.input_names)
+
+
+def _torch_runner(module, names: list[str]):
+    import torch
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with torch.inference_mode():
+            out = module(*[torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names])
+        if isinstance(out, dict):
+            out = list(out.values())
+        elif hasattr(out, "logits"):
+            out = [out.logits]
+        elif isinstance(out, (tuple, list)):
+            out = list(out)
+        else:
+            out = [out]
+        return [o.detach().numpy() for o in out]
+    return run
+
+
+def _forward_names(module) -> list[str]:
+    params = inspect.signature(module.forward).parameters.values()
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+             and p.default is inspect.Parameter.empty]
+    return names or ["x"]
+
+
+def _load_factory(spec: str) -> ModelHandle:
+    target, _, fn_name = spec.rpartition(":")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise SourceError(f"{target}: model file not found")
+        mod_name = f"_edgekit_src_{path.stem}"
+        loader = importlib.util.spec_from_file_location(mod_name, path)
+        module = importlib.util.module_from_spec(loader)
+        sys.modules[mod_name] = module
+        try:
+            loader.loader.exec_module(module)
+        except Exception as exc:  # user code: any failure is theirs to see, cause kept
+            raise SourceError(f"{target}: importing the model file failed: {type(exc).__name__}: {exc}") from exc
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise SourceError(f"{spec}: cannot import module {target!r} ({exc}); "
+                              "give path/to/file.py:factory or package.module:factory") from exc
+    factory = getattr(module, fn_name, None)
+    if not callable(factory):
+        raise SourceError(f"{spec}: {target} has no callable {fn_name!r}")
+    try:
+        model = factory()
+    except Exception as exc:
+        raise SourceError(f"{spec}: factory {fn_name}() raised {type(exc).__name__}: {exc}") from exc
+    import torch
+    if not isinstance(model, torch.nn.Module):
+        raise SourceError(f"{spec}: factory {fn_name}() returned {type(model).__name__}, expected a torch.nn.Module")
+    model.eval()
+    names = _forward_names(model)
+    return ModelHandle("python", spec, sha256_state_dict(model), [TensorSpec(n) for n in names],
+                       ["logits"], module=model)
+
+
+def _load_pt2(path: Path) -> ModelHandle:
+    import torch
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as exc:
+        raise SourceError(f"{path}: not a readable torch.export program (.pt2): {type(exc).__name__}: {exc}") from exc
+    inputs = []
+    for node in ep.graph.nodes:
+        if node.op == "placeholder" and node.name in ep.graph_signature.user_inputs:
+            val = node.meta.get("val")
+            shape = tuple(int(d) if isinstance(d, int) else None for d in val.shape) if val is not None else None
+            dtype = str(val.dtype).replace("torch.", "") if val is not None else None
+            inputs.append(TensorSpec(node.name, shape, dtype))
+    return ModelHandle("pt2", str(path), sha256_file(path), inputs, ["logits"], module=ep.module())
+
+
+def _load_hf(path: Path) -> ModelHandle:
+    try:
+        import transformers
+    except ImportError as exc:
+        raise MissingExtraError("transformers", "hf", "Hugging Face model directories") from exc
+    import torch
+    cfg_file = path / "config.json"
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SourceError(f"{cfg_file}: not a readable Hugging Face config ({exc})") from exc
+    if not (path / "model.safetensors").is_file():
+        raise SourceError(f"{path}: no model.safetensors; edgekit loads safetensors only "
+                          "(never unpickles pytorch_model.bin): save with save_pretrained(safe_serialization=True)")
+    try:
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(
+            str(path), use_safetensors=True, local_files_only=True)
+        tok = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception as exc:
+        raise SourceError(f"{path}: loading the Hugging Face model failed: {type(exc).__name__}: {exc}") from exc
+
+    names = [n for n in tok.model_input_names]
+
+    class Logits(torch.nn.Module):
+        """The classifier's logits tensor alone: exporters and runners want tensors, not ModelOutput."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args):
+            return self.inner(**dict(zip(names, args))).logits
+
+    wrapped = Logits(model).eval()
+    handle = ModelHandle("hf", str(path), sha256_path(path),
+                         [TensorSpec(n, None, "int64") for n in names], ["logits"],
+                         module=wrapped, hf_dir=path, is_transformer=True)
+    handle.metadata = {"architecture": (cfg.get("architectures") or ["?"])[0],
+                       "num_labels": model.config.num_labels,
+                       "id2label": {str(k): v for k, v in model.config.id2label.items()}}
+    return handle
+
+
+def _load_onnx(path: Path) -> ModelHandle:
+    import onnx
+    try:
+        model = onnx.load(str(path), load_external_data=True)
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise SourceError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from exc
+    init = {i.name for i in model.graph.initializer}
+    inputs = []
+    for vi in model.graph.input:
+        if vi.name in init:
+            continue
+        t = vi.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name
+        inputs.append(TensorSpec(vi.name, shape, dtype))
+    outputs = [o.name for o in model.graph.output]
+    ops = {n.op_type for n in model.graph.node}
+    return ModelHandle("onnx", str(path), sha256_file(path), inputs, outputs, onnx_path=path,
+                       is_transformer=bool(ops & {"Attention", "LayerNormalization", "Softmax"} and "MatMul" in ops))
+
+
+def load(source: str | Path) -> ModelHandle:
+    """Load any supported source model (see module docstring)."""
+    s = str(source)
+    p = Path(s)
+    if p.is_dir():
+        return _load_hf(p)
+    if s.endswith(".onnx"):
+        if not p.is_file():
+            raise SourceError(f"{s}: model file not found")
+        return _load_onnx(p)
+    if s.endswith(".pt2"):
+        if not p.is_file():
+            raise SourceError(f"{s}: model file not found")
+        return _load_pt2(p)
+    if ":" in s and not s.endswith(":"):
+        return _load_factory(s)
+    if not p.exists():
+        raise SourceError(f"{s}: source model not found; give a .pt2, a .onnx, a Hugging Face "
+                          "model directory, or path/to/file.py:factory")
+    raise SourceError(f"{s}: unsupported source model; give a .pt2, a .onnx, a Hugging Face "
+                      "model directory, or path/to/file.py:factory")
