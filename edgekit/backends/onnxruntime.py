@@ -1,0 +1,305 @@
+"""ONNX Runtime backend: export to ONNX, basic graph optimisation, fp32 / int8 static (QDQ) /
+int8 dynamic, with int8 settings chosen from the target's ISA.
+
+Why the ISA matters (FIELD_NOTES trap 1; ONNX Runtime's quantization guide): on x86 without VNNI
+the U8S8 kernels use VPMADDUBSW, which adds two u8*s8 products into a saturating int16. With full
+8-bit weights that intermediate overflows and accuracy drops (4.5 top-1 points on ResNet-50 in a
+published case). 7-bit weights (reduce_range) keep every pair sum inside int16. VNNI (VPDPBUSD)
+accumulates in int32, so VNNI CPUs and ARM (SDOT/UDOT, or widening multiplies) take full 8 bits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackendError, ConfigError, MissingExtraError
+from .base import Artifact
+
+# Transformers lose accuracy when LayerNorm / Softmax / GELU run in int8 (FIELD_NOTES trap 2):
+# quantize only the matrix multiplications, which hold nearly all the weights and MACs.
+TRANSFORMER_OPS = ("MatMul", "Gemm")
+OPSET = 18  # the dynamo exporter's native opset; ORT 1.2x quantizes it fully
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise MissingExtraError("onnxruntime", "onnxruntime") from exc
+    return onnxruntime
+
+
+def resolved_quantization(target, transformer: bool) -> dict:
+    """The int8 settings for a target: the profile's [quantization] table where given, otherwise
+    defaults from its arch and ISA (module docstring)."""
+    q = target.quantization
+    x86_no_vnni = target.arch == "x86_64" and not target.has_vnni
+    if q.activation_type is not None:
+        act = q.activation_type
+    else:
+        # ARM: ORT recommends S8S8 QDQ. x86: U8S8 (the fast MLAS path).
+        act = "int8" if target.arch == "aarch64" else "uint8"
+    return {
+        "format": "QDQ",
+        "calibrate_method": q.calibrate_method,
+        "per_channel": q.per_channel,
+        "reduce_range": x86_no_vnni if q.reduce_range is None else q.reduce_range,
+        "activation_type": act,
+        "weight_type": q.weight_type or "int8",
+        "op_types": list(q.op_types) if q.op_types else (list(TRANSFORMER_OPS) if transformer else None),
+    }
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporters print progress banners, warnings and log lines; keep the CLI readable."""
+    import logging
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+# protobuf's hard limit for one file; larger models would need external data files.
+_PROTOBUF_LIMIT = 2**31 - 1
+
+
+def inline_weights(path: Path) -> Path:
+    """Rewrite an ONNX file with every initializer inside it: exporters and ORT's optimiser write
+    external .data files, and a bundle must hold the model as the files its manifest names."""
+    import onnx
+    model = onnx.load(str(path), load_external_data=True)
+    if model.ByteSize() > _PROTOBUF_LIMIT:
+        raise BackendError(f"{path}: {model.ByteSize() / 2**30:.1f} GiB is over ONNX's 2 GiB single-file "
+                           "limit; models this large are not supported by edgekit yet")
+    for f in path.parent.glob(path.name + "*.data"):
+        f.unlink()
+    onnx.save(model, str(path))
+    return path
+
+
+def open_session(path: Path | str, threads: int = 1):
+    ort = _ort()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise BackendError(f"{path}: ONNX Runtime cannot load this model: {str(exc).splitlines()[0][:300]}") from exc
+    names = [i.name for i in sess.get_inputs()]
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return sess.run(None, {n: feeds[n] for n in names})
+    run.session = sess
+    return run
+
+
+def _fix_static(model, shapes: dict[str, tuple[int, ...]]):
+    """Pin every input dimension (NPU-style static shapes, and fixed batch 1)."""
+    for vi in model.graph.input:
+        if vi.name in shapes:
+            for d, size in zip(vi.type.tensor_type.shape.dim, shapes[vi.name]):
+                d.Clear()
+                d.dim_value = int(size)
+    return model
+
+
+def export_onnx(handle, target, workdir: Path, example: dict[str, np.ndarray]) -> tuple[Path, dict]:
+    """Source -> float ONNX file; shared by every backend that starts from ONNX."""
+    import onnx
+    out = workdir / "export.onnx"
+    static = {k: (1,) + tuple(v.shape[1:]) for k, v in example.items()} if target.static_shapes else None
+    if handle.onnx_path is not None:
+        model = onnx.load(str(handle.onnx_path))
+        if static:
+            model = _fix_static(model, static)
+        onnx.save(model, str(out))
+        return out, {"exporter": "copy", "static_shapes": bool(static)}
+    if handle.hf_dir is not None:
+        try:
+            return _export_optimum(handle, target, workdir, example, out)
+        except MissingExtraError:
+            pass  # torch.onnx below works for the same module
+    return _export_torch(handle, target, example, out)
+
+
+def _export_optimum(handle, target, workdir, example, out):
+    try:
+        from optimum.exporters.onnx import main_export
+    except ImportError as exc:
+        raise MissingExtraError("optimum", "hf") from exc
+    seq = next(iter(example.values())).shape[1]
+    tmp = workdir / "optimum"
+    kwargs = dict(no_dynamic_axes=True, batch_size=1, sequence_length=seq) if target.static_shapes else {}
+    try:
+        with _quiet():
+            main_export(str(handle.hf_dir), tmp, task="text-classification", opset=17,
+                        do_validation=False, local_files_only=True, library_name="transformers", **kwargs)
+    except Exception as exc:
+        raise BackendError(f"{handle.spec}: optimum could not export this model to ONNX: "
+                           f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
+    shutil.move(str(tmp / "model.onnx"), out)
+    return out, {"exporter": "optimum", "opset": 17, "static_shapes": target.static_shapes}
+
+
+def _export_torch(handle, target, example, out):
+    import torch
+    names = handle.input_names
+    # A dynamic batch needs an example batch of 2: torch.export specialises a size-1 dim to a constant.
+    args = tuple(torch.from_numpy(example[n][:1 if target.static_shapes else 2]) for n in names)
+    first_error = None
+    # The dynamo exporter is torch's default since 2.9; the TorchScript one stays as a fallback
+    # (FIELD_NOTES trap 7). Either way outputs are compared with PyTorch afterwards.
+    for dynamo in (True, False):
+        kwargs = {}
+        if not target.static_shapes:
+            if dynamo:
+                batch = torch.export.Dim("batch")
+                kwargs["dynamic_shapes"] = {n: {0: batch} for n in _arg_names(handle.module, names)}
+            else:
+                kwargs["dynamic_axes"] = {**{n: {0: "batch"} for n in names}, **{o: {0: "batch"} for o in handle.outputs}}
+        try:
+            with _quiet():
+                torch.onnx.export(handle.module, args, str(out), input_names=names,
+                                  output_names=handle.outputs, opset_version=OPSET if dynamo else 17,
+                                  dynamo=dynamo, external_data=False, **kwargs)
+            return out, {"exporter": "torch.onnx" + (" (dynamo)" if dynamo else " (torchscript)"),
+                         "opset": OPSET if dynamo else 17, "static_shapes": target.static_shapes,
+                         **({"dynamo_error": first_error} if first_error else {})}
+        except Exception as exc:
+            first_error = first_error or f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            last = exc
+    op = _unsupported_op(str(last))
+    raise BackendError(f"{handle.spec}: cannot export to ONNX for {target.name}"
+                       f"{f': operator {op} is not supported' if op else ''} ({first_error})") from last
+
+
+def _arg_names(module, names):
+    """dynamic_shapes is keyed by forward()'s parameter names (or positionally for *args)."""
+    import inspect
+    params = [p for p in inspect.signature(module.forward).parameters.values()]
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return names
+    return [p.name for p in params][:len(names)]
+
+
+def _unsupported_op(message: str) -> str | None:
+    import re
+    m = re.search(r"(aten::[\w.]+|aten\.[\w.]+)", message)
+    return m.group(1) if m else None
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+    extra = "onnxruntime"
+    model_format = "onnx"
+
+    def available(self) -> None:
+        _ort()
+
+    def export(self, handle, target, workdir: Path, example) -> Artifact:
+        raw, details = export_onnx(handle, target, workdir, example)
+        ort = _ort()
+        out = workdir / "model_fp32.onnx"
+        # Basic optimisations only (constant folding, redundant nodes): they are portable across
+        # CPUs. Layout and fusion passes (EXTENDED/ALL) are hardware-specific and run at load time.
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        so.optimized_model_filepath = str(out)
+        so.log_severity_level = 3
+        try:
+            ort.InferenceSession(str(raw), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            msg = str(exc).splitlines()[0][:300]
+            op = _missing_kernel(msg)
+            raise BackendError(f"{handle.spec}: ONNX Runtime cannot run the exported model for {target.name}"
+                               f"{f': no kernel for operator {op}' if op else ''} ({msg})") from exc
+        details["graph_optimization"] = "ORT_ENABLE_BASIC (offline)"
+        inline_weights(out)
+        return Artifact("onnxruntime", out, "fp32", [out], details)
+
+    def quantize(self, artifact: Artifact, handle, target, calibration, workdir: Path) -> Artifact:
+        p = target.precision
+        if p == "fp32":
+            return artifact
+        if p == "fp16":
+            raise ConfigError(f"{target.path or target.name}: precision 'fp16' is not offered for runtime "
+                              "'onnxruntime' on CPU (no fp16 CPU kernels); use fp32, int8, or an openvino/litert target")
+        from onnxruntime import quantization as oq
+        q = resolved_quantization(target, handle.is_transformer)
+        qtype = {"uint8": oq.QuantType.QUInt8, "int8": oq.QuantType.QInt8}
+        out = workdir / "model_int8.onnx"
+        pre = workdir / "model_pre.onnx"
+        with _quiet():
+            try:
+                oq.quant_pre_process(str(artifact.path), str(pre), skip_symbolic_shape=handle.is_transformer)
+            except Exception:
+                shutil.copy(artifact.path, pre)  # shape inference is an aid, not a requirement
+        if p == "int8-dynamic":
+            q = {k: q[k] for k in ("per_channel", "reduce_range", "weight_type", "op_types")}
+            with _quiet():
+                oq.quantize_dynamic(str(pre), str(out), per_channel=q["per_channel"],
+                                    reduce_range=q["reduce_range"], weight_type=qtype[q["weight_type"]],
+                                    op_types_to_quantize=q["op_types"])
+            inline_weights(out)
+            q["mode"] = "dynamic"
+            return Artifact("onnxruntime", out, p, [out], {**artifact.details, "quantization": q})
+        method = {"minmax": oq.CalibrationMethod.MinMax, "entropy": oq.CalibrationMethod.Entropy,
+                  "percentile": oq.CalibrationMethod.Percentile}[q["calibrate_method"]]
+        reader = _reader(oq, calibration)
+        with _quiet():
+            oq.quantize_static(str(pre), str(out), reader, quant_format=oq.QuantFormat.QDQ,
+                               per_channel=q["per_channel"], reduce_range=q["reduce_range"],
+                               activation_type=qtype[q["activation_type"]], weight_type=qtype[q["weight_type"]],
+                               calibrate_method=method, op_types_to_quantize=q["op_types"],
+                               extra_options={"CalibTensorRangeSymmetric": False})
+        inline_weights(out)
+        q["mode"] = "static"
+        q["calibration_samples"] = len(calibration)
+        return Artifact("onnxruntime", out, p, [out], {**artifact.details, "quantization": q})
+
+    def open(self, artifact: Artifact, threads: int = 1):
+        return open_session(artifact.path, threads)
+
+
+def _reader(oq, data):
+    """A CalibrationDataReader over a Dataset, one sample per batch (built here so that
+    onnxruntime is imported only when a profile needs it)."""
+
+    class Reader(oq.CalibrationDataReader):
+        def __init__(self):
+            self.i = 0
+
+        def get_next(self):
+            if self.i >= len(data):
+                return None
+            self.i += 1
+            return data.sample(self.i - 1)
+
+        def rewind(self):
+            self.i = 0
+
+    return Reader()
+
+
+def _missing_kernel(message: str) -> str | None:
+    import re
+    m = re.search(r"Could not find an implementation for (\w+)", message) or \
+        re.search(r"op_type[=:]\s*'?(\w+)", message)
+    return m.group(1) if m else None
