@@ -1,0 +1,234 @@
+"""The conversion pipeline, top to bottom:
+
+    load source -> load + check data -> source accuracy (PyTorch) -> per target and precision:
+    export -> parity -> quantize -> parity -> accuracy on the dev machine -> bundle (atomic)
+
+The source is loaded (and, with a recipe, compressed) once; each target gets its own bundle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import shutil
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from . import __version__
+from .backends import get_backend
+from .bundle import BundleWriter, copy_harness, save_npz, write_manifest
+from .data import Dataset, load_data
+from .errors import BackendError, DataError
+from .parity import accuracy, compare, per_class_accuracy, run_all
+from .source import ModelHandle, TensorSpec, load
+from .targets import TargetProfile, load_targets
+
+SELFCHECK_SAMPLES = 32
+# How far a device may stray from the dev machine's outputs of the *same* artifact. fp32 differs
+# only by summation order and kernel choice; int8 may differ by a quantization step where the
+# device's kernels round differently (no-VNNI vs VNNI vs ARM), so int8 is judged on top-1 too.
+SELFCHECK_TOL = {"fp32": (1e-4, 1e-3, 1.0), "fp16": (1e-2, 1e-2, 0.95),
+                 "int8": (5e-2, 5e-2, 0.9), "int8-dynamic": (5e-2, 5e-2, 0.9)}
+# A float export must reproduce PyTorch: anything beyond this is a broken export, not rounding.
+EXPORT_ATOL = 1e-3
+
+
+@dataclasses.dataclass
+class BundleResult:
+    name: str
+    path: Path
+    target: str
+    precision: str
+    size_mb: float
+    accuracy: float
+    source_accuracy: float
+    parity: list[dict]
+
+    @property
+    def accuracy_drop(self) -> float:
+        return self.source_accuracy - self.accuracy
+
+
+@dataclasses.dataclass
+class Prepared:
+    """What every target shares: the loaded source, the data, and the source's own results."""
+    handle: ModelHandle
+    calibration: Dataset
+    validation: Dataset
+    samples: Dataset
+    reference: list[np.ndarray]          # source outputs on the self-check samples
+    source_logits: np.ndarray            # source outputs on the validation set
+    source_accuracy: float
+    source_per_class: dict[str, float]
+
+
+def _bind_specs(handle: ModelHandle, data: Dataset) -> None:
+    """Fill input shapes/dtypes the source could not tell (python factories) from the data."""
+    for spec in handle.inputs:
+        a = data.inputs[spec.name]
+        if spec.dtype is None:
+            spec.dtype = a.dtype.name
+        if spec.shape is None:
+            spec.shape = (None,) + tuple(a.shape[1:])
+
+
+def prepare(source: str | ModelHandle, calibration: str, validation: str, *,
+            sequence_length: int = 128, tokenizer: str | None = None) -> Prepared:
+    handle = source if isinstance(source, ModelHandle) else load(source)
+    calib = load_data(calibration, handle, sequence_length=sequence_length, tokenizer_dir=tokenizer,
+                      role="calibration")
+    _bind_specs(handle, calib)
+    val = load_data(validation, handle, sequence_length=sequence_length, tokenizer_dir=tokenizer,
+                    role="validation")
+    if val.labels is None:
+        raise DataError(f"{validation}: the validation set has no labels; accuracy needs them "
+                        "('labels' array in .npz, 'label' in JSONL, class folders for images)")
+    runner = handle.runner()
+    samples = calib.head(SELFCHECK_SAMPLES)
+    try:
+        reference = run_all(runner, samples)
+    except Exception as exc:
+        shapes = ", ".join(f"{k}: {'x'.join(map(str, v.shape[1:]))} {v.dtype}" for k, v in samples.inputs.items())
+        raise DataError(f"{calibration}: the source model cannot take these inputs ({shapes}): "
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
+    logits = run_all(runner, val)[0]
+    return Prepared(handle, calib, val, samples, reference, logits,
+                    accuracy(logits, val.labels), per_class_accuracy(logits, val.labels))
+
+
+def _versions(runtime: str) -> dict[str, str]:
+    import importlib.metadata as md
+    v = {"edgekit": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "onnx", "numpy", {"onnxruntime": "onnxruntime", "openvino": "openvino",
+                                           "litert": "ai-edge-litert"}[runtime]):
+        try:
+            v[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return v
+
+
+def bundle_name(target: TargetProfile, precision: str, base_precision: str) -> str:
+    return target.name if precision == base_precision else f"{target.name}-{precision}"
+
+
+def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
+                license: str = "unknown", provenance: str = "unknown", label: str | None = None,
+                extra_manifest: dict | None = None) -> BundleResult:
+    backend = get_backend(target.runtime)
+    backend.available()
+    with BundleWriter(out / name) as tmp:
+        work = tmp / ".work"
+        work.mkdir()
+        fp = backend.export(prep.handle, target, work, prep.samples.inputs)
+        parity = [compare("export", run_all(backend.open(fp, 1), prep.samples), prep.reference)]
+        if parity[0].max_abs_diff > EXPORT_ATOL * max(1.0, float(np.abs(prep.reference[0]).max())):
+            raise BackendError(f"{prep.handle.spec}: the {target.runtime} export differs from PyTorch by "
+                               f"{parity[0].max_abs_diff:.3g} (max abs) on the calibration samples; "
+                               f"expected <= {EXPORT_ATOL} (a broken export)")
+        art = backend.quantize(fp, prep.handle, target, prep.calibration, work)
+        runner = backend.open(art, 1)
+        expected = run_all(runner, prep.samples)
+        if art is not fp:
+            parity.append(compare("quantize", expected, prep.reference))
+        logits = run_all(runner, prep.validation)[0]
+        acc = accuracy(logits, prep.validation.labels)
+
+        # Move the model files into the bundle under stable names (model.onnx, model.xml/.bin, ...).
+        model_files = []
+        for f in art.files:
+            dest = tmp / ("model" + "".join(f.suffixes[-1:]))
+            shutil.move(str(f), dest)
+            model_files.append(dest)
+        shutil.rmtree(work)
+        main_file = tmp / ("model" + art.path.suffix)
+
+        names = prep.handle.outputs
+        save_npz(tmp / "samples.npz", {
+            **{f"input.{k}": v for k, v in prep.samples.inputs.items()},
+            **{f"expected.{n}": a for n, a in zip(names, expected)},
+            **{f"reference.{n}": a for n, a in zip(names, prep.reference)},
+        })
+        save_npz(tmp / "validation.npz", {**{f"input.{k}": v for k, v in prep.validation.inputs.items()},
+                                          "labels": prep.validation.labels.astype(np.int64)})
+        copy_harness(tmp / "harness")
+        (tmp / "README.txt").write_text(_readme(name, target, main_file.name), encoding="utf-8")
+
+        atol, rtol, top1 = SELFCHECK_TOL[art.precision]
+        size = sum(f.stat().st_size for f in model_files)
+        manifest: dict[str, Any] = {
+            "bundle": {"name": name, "label": label},
+            "model": {"file": main_file.name, "files": [f.name for f in model_files],
+                      "format": backend.model_format, "runtime": target.runtime,
+                      "precision": art.precision, "task": prep.handle.task, "size_bytes": size,
+                      "inputs": [_io_spec(s, target) for s in prep.handle.inputs],
+                      "outputs": [{"name": n, "shape": [1 if target.static_shapes else None, *a.shape[1:]],
+                                   "dtype": a.dtype.name}
+                                  for n, a in zip(names, expected)]},
+            "target": target.to_dict(),
+            "runtime_settings": {"threads": target.threads, "device": target.device},
+            "conversion": {"precision": art.precision, **art.details,
+                           "parity": [p.to_dict() for p in parity],
+                           "accuracy": {"metric": "top1", "n": len(prep.validation), "value": acc,
+                                        "per_class": per_class_accuracy(logits, prep.validation.labels)}},
+            "source": {**prep.handle.describe(), "accuracy": prep.source_accuracy,
+                       "per_class_accuracy": prep.source_per_class},
+            "data": {"calibration": prep.calibration.describe(), "validation": prep.validation.describe()},
+            "provenance": {"license": license or "unknown", "provenance": provenance or "unknown"},
+            "versions": _versions(target.runtime),
+            "selfcheck": {"file": "samples.npz", "n": len(prep.samples), "atol": atol, "rtol": rtol,
+                          "min_top1_agreement": top1},
+            "validation": {"file": "validation.npz", "n": len(prep.validation), "metric": "top1"},
+            **(extra_manifest or {}),
+        }
+        write_manifest(tmp, manifest)
+    return BundleResult(name, out / name, target.name, art.precision, size / 2**20, acc,
+                        prep.source_accuracy, [p.to_dict() for p in parity])
+
+
+def _io_spec(spec: TensorSpec, target: TargetProfile) -> dict:
+    shape = list(spec.shape) if spec.shape is not None else None
+    if shape and target.static_shapes:
+        shape[0] = 1
+    return {"name": spec.name, "shape": shape, "dtype": spec.dtype}
+
+
+def _readme(name: str, target: TargetProfile, model: str) -> str:
+    extra = {"onnxruntime": "onnxruntime", "openvino": "openvino", "litert": "ai-edge-litert (or tflite-runtime)"}
+    return (f"edgekit bundle {name} for target {target.name} ({target.description})\n\n"
+            f"Model: {model} ({target.runtime}, {target.precision}). manifest.json lists every file's sha256.\n\n"
+            f"On the device (Python 3.9+, numpy, {extra[target.runtime]}):\n"
+            f"    python3 harness/run.py --out report.json\n"
+            f"Then gate on the dev machine or in CI:\n"
+            f"    edgekit gate report.json\n")
+
+
+def convert(source: str | ModelHandle, targets: Iterable[str | TargetProfile] | str, calibration: str,
+            validation: str, out: str | Path, *, precisions: list[str] | None = None,
+            targets_dir: str | None = None, license: str = "unknown", provenance: str = "unknown",
+            sequence_length: int | None = None, tokenizer: str | None = None, label: str | None = None,
+            progress: bool = True) -> list[BundleResult]:
+    """Convert one source model for every target (and precision); returns one result per bundle."""
+    specs = [targets] if isinstance(targets, (str, TargetProfile)) else list(targets)
+    profiles = load_targets(specs, targets_dir)
+    for t in profiles:  # fail on a missing runtime before any long work
+        get_backend(t.runtime).available()
+    prep = prepare(source, calibration, validation,
+                   sequence_length=sequence_length or profiles[0].sequence_length, tokenizer=tokenizer)
+    jobs = [(t.with_precision(p), bundle_name(t, p, t.precision)) for t in profiles
+            for p in (precisions or [t.precision])]
+    for target, _ in jobs:
+        if target.precision == "int8" and len(prep.calibration) < target.calibration_samples:
+            raise DataError(f"{calibration}: {len(prep.calibration)} calibration samples, fewer than the "
+                            f"{target.calibration_samples} that profile {target.name} asks for (calibration_samples)")
+    out = Path(out)
+    results = []
+    from .progress import steps
+    with steps(len(jobs), "converting", enabled=progress) as advance:
+        for target, name in jobs:
+            advance(f"{name} ({target.runtime}, {target.precision})")
+            results.append(convert_one(prep, target, out, name=name, license=license,
+                                       provenance=provenance, label=label))
+    return results
