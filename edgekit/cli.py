@@ -1,0 +1,151 @@
+"""`edgekit` command line: a thin layer over the Python API.
+
+Every EdgekitError becomes one line on stderr and exit code 2; `gate` exits 1 when a budget fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import EdgekitError
+
+
+def _console():
+    from rich.console import Console
+    return Console()
+
+
+def cmd_targets(args) -> int:
+    from .targets import available, load_target
+    profiles = [load_target(p) for p in available().values()]
+    if args.json:
+        print(json.dumps([p.to_dict() for p in profiles], indent=2))
+        return 0
+    from rich.table import Table
+    t = Table(title="edgekit target profiles")
+    for col in ("name", "arch", "runtime", "device", "precision", "threads", "budget", "description"):
+        t.add_column(col, overflow="fold")
+    for p in profiles:
+        b = ", ".join(f"{k}={v:g}" for k, v in vars(p.budget).items() if v is not None)
+        t.add_row(p.name, p.arch, p.runtime, p.device, p.precision, str(p.threads), b, p.description)
+    _console().print(t)
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .convert import convert
+    results = convert(args.source, args.target or [], args.calibration, args.validation, args.out,
+                      precisions=args.precision, targets_dir=args.targets, license=args.license,
+                      provenance=args.provenance, sequence_length=args.sequence_length,
+                      tokenizer=args.tokenizer, label=args.label)
+    from rich.table import Table
+    t = Table(title=f"edgekit convert -> {args.out}")
+    for col in ("bundle", "precision", "size MB", "accuracy (dev)", "source acc", "drop", "parity (max abs / top-1)"):
+        t.add_column(col)
+    for r in results:
+        par = "; ".join(f"{p['stage']} {p['max_abs_diff']:.2g}/{p['top1_agreement']:.3f}" for p in r.parity)
+        t.add_row(r.name, r.precision, f"{r.size_mb:.3f}", f"{r.accuracy:.4f}", f"{r.source_accuracy:.4f}",
+                  f"{r.accuracy_drop:+.4f}", par)
+    _console().print(t)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench, summary_row
+    report = bench(args.bundle, args.out, runs=args.runs, warmup=args.warmup, min_seconds=args.min_seconds,
+                   warmup_seconds=args.warmup_seconds, trials=args.trials, threads=args.threads)
+    row = summary_row(report)
+    out = args.out or str(Path(args.bundle) / "report.json")
+    acc = "n/a" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
+    print(f"{row['bundle']}: p50 {row['p50_ms']:.3f} ms, p95 {row['p95_ms']:.3f} ms, peak {row['peak_mb']:.1f} MB, "
+          f"size {row['size_mb']:.3f} MB, accuracy {acc}, self-check "
+          f"{'pass' if report['self_check']['passed'] else 'FAIL'} -> {out}")
+    return 0
+
+
+def cmd_gate(args) -> int:
+    from .gate import gate, render_table
+    result = gate(args.reports)
+    _console().print(render_table(result))
+    if args.markdown:
+        from .report.markdown import to_markdown
+        Path(args.markdown).write_text(to_markdown(result), encoding="utf-8")
+    if args.junit:
+        from .report.junit import to_junit
+        Path(args.junit).write_text(to_junit(result), encoding="utf-8")
+    print(f"verdict: {result.verdict}")
+    return result.exit_code
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+    return run_demo(Path(args.out), quick=not args.full)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgekit", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"edgekit {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("targets", help="list the shipped target profiles")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_targets)
+
+    s = sub.add_parser("convert", help="convert a source model into one bundle per target")
+    s.add_argument("source", help="model.pt2 | model.onnx | HF model dir | file.py:factory | package.module:factory")
+    s.add_argument("--target", action="append", help="profile name or .toml path (repeatable)")
+    s.add_argument("--targets", metavar="DIR", help="every .toml profile in DIR")
+    s.add_argument("--calibration", required=True, help="calibration data (.npz, .jsonl, image folder)")
+    s.add_argument("--validation", required=True, help="labelled validation data (same formats)")
+    s.add_argument("--out", required=True, help="output folder; bundles land in OUT/<bundle name>/")
+    s.add_argument("--precision", action="append", choices=["fp32", "fp16", "int8", "int8-dynamic"],
+                   help="override the profile's precision (repeatable: one bundle each, named <target>-<precision>)")
+    s.add_argument("--license", default="unknown", help="SPDX licence id of the model (recorded in the manifest)")
+    s.add_argument("--provenance", default="unknown", help="where the model and its data come from")
+    s.add_argument("--sequence-length", type=int, help="text models: tokenizer max length (default: the profile's)")
+    s.add_argument("--tokenizer", help="tokenizer directory for JSONL data when the source is not a HF directory")
+    s.add_argument("--label", help="a version label recorded in the manifest")
+    s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("bench", help="run a bundle's harness here in a fresh process; writes report.json")
+    s.add_argument("bundle")
+    s.add_argument("--out", help="report path (default BUNDLE/report.json)")
+    s.add_argument("--runs", type=int, help="timed runs per trial (default 300)")
+    s.add_argument("--warmup", type=int, help="warm-up runs (default 10)")
+    s.add_argument("--min-seconds", type=float, help="minimum timed seconds per trial (default 10)")
+    s.add_argument("--warmup-seconds", type=float, help="minimum warm-up seconds (default 2)")
+    s.add_argument("--trials", type=int, help="fresh processes (default 3)")
+    s.add_argument("--threads", type=int, help="override the profile's threads")
+    s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("gate", help="check reports against their targets' budgets; exit 0 pass, 1 fail, 2 bad input")
+    s.add_argument("reports", nargs="+")
+    s.add_argument("--markdown", metavar="FILE", help="write a Markdown summary (PR comment / CI step summary)")
+    s.add_argument("--junit", metavar="FILE", help="write JUnit XML (one testcase per budget)")
+    s.set_defaults(func=cmd_gate)
+
+    s = sub.add_parser("demo", help="train a digits CNN, convert for both x86 targets (fp32, int8), bench and gate")
+    s.add_argument("--out", default="build/demo")
+    s.add_argument("--full", action="store_true", help="use the harness's full default measurement (slower)")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EdgekitError as exc:
+        print(f"edgekit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgekit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
