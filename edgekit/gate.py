@@ -1,0 +1,303 @@
+"""Decide a release from device reports: one Check per budget, a verdict, and an exit code CI trusts.
+
+Rules (docs/HARNESS_SPEC.md, "Deciding (the gate)"; budgets in docs/FORMATS.md):
+
+* A budget left out of the profile (absent or null in ``target.budget``) is not checked.
+* ``latency_p95_ms`` is met when the 95% one-sided upper confidence bound of p95, taken over the
+  pooled timed samples of all trials, is within it -- not when the point estimate is. The bound is a
+  binomial order statistic (distribution-free): the smallest k with P(Binomial(n, 0.95) <= k-1) >= 0.95,
+  value = sorted(samples)[k-1]. With fewer than 59 samples no order statistic reaches 95% confidence;
+  k is then capped at n (the maximum) and the detail says the bound is not attained. A report without
+  samples is judged on its p95 point estimate, and the detail says so.
+* Latency measured under emulation never gates a budget: status "skip".
+* ``peak_memory_mb`` is the absolute peak RSS, max over trials; ``load_time_ms`` the max load time
+  over trials; ``model_size_mb`` the artifact on disk; ``max_accuracy_drop`` the absolute top-1 drop.
+* ``max_class_accuracy_drop`` (in the profile schema, not yet in FORMATS.md) reads
+  ``accuracy.max_class_drop``; a missing accuracy figure is "skip", with the reason in the detail.
+* A set budget whose figure the report lacks (nothing was timed) fails: it cannot be shown to be met.
+* Always: the on-device self-check must have passed and the bundle's files must match its manifest.
+* Figures from a stand-in device (the requested device is absent): a latency, memory or load check
+  that would pass becomes "warn" (profile ``stand_in = "warn"``, the default) or "fail" (``"fail"``).
+* Any "fail" makes the verdict "fail" and the exit code 1; otherwise "pass" and 0.
+
+Comparisons allow float noise: a value within 1e-9 (relative) of its limit meets it.
+Stdlib only; ``rich`` is imported inside `render_table`. A baseline comparison (regressions, needs
+scipy) will be an extra ``baseline=`` argument to `gate` adding its own checks per report.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ConfigError
+from .report.load import load_report, validate_report
+
+STATUSES = ("pass", "fail", "warn", "skip")
+BUDGETS = ("latency_p95_ms", "peak_memory_mb", "model_size_mb", "max_accuracy_drop",
+           "max_class_accuracy_drop", "load_time_ms")
+STAND_IN_MODES = ("warn", "fail")
+# Budgets whose figures depend on the device that ran them (turned to warn/fail on a stand-in).
+DEVICE_BUDGETS = ("latency_p95_ms", "peak_memory_mb", "load_time_ms")
+UNITS = {"latency_p95_ms": "ms", "peak_memory_mb": "MiB", "model_size_mb": "MiB",
+         "load_time_ms": "ms", "max_accuracy_drop": "", "max_class_accuracy_drop": ""}
+REL_TOL = 1e-9
+ABS_TOL = 1e-12
+
+
+@dataclass
+class Check:
+    """One judged rule for one report. limit/value are None where they do not apply."""
+
+    target: str
+    bundle: str
+    budget: str                     # a budget key, or "self_check" / "integrity" / "status"
+    limit: float | None
+    value: float | bool | str | None
+    statistic: str                  # what `value` is, e.g. "p95 95% UCB (k=99 of n=100)"
+    status: str                     # pass | fail | warn | skip
+    detail: str = ""
+    report: int = 0                 # index into GateResult.reports
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"Check.status = {self.status!r}; expected one of {', '.join(STATUSES)}")
+
+    @property
+    def unit(self) -> str:
+        return UNITS.get(self.budget, "")
+
+
+@dataclass
+class GateResult:
+    reports: list[dict[str, Any]]
+    checks: list[Check]
+    verdict: str                    # "pass" | "fail"
+    exit_code: int                  # 0 | 1
+    sources: list[str] = field(default_factory=list)   # file name (or "report[i]") per report
+
+    def checks_for(self, index: int) -> list[Check]:
+        return [c for c in self.checks if c.report == index]
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(c.status == s for c in self.checks) for s in STATUSES}
+
+
+# ---------------------------------------------------------------- statistics
+
+def ucb_rank(n: int, q: float = 0.95, confidence: float = 0.95) -> int:
+    """1-based rank k of the order statistic that is a one-sided `confidence` upper bound of the
+    q-quantile of n i.i.d. samples: the smallest k with P(Binomial(n, q) <= k-1) >= confidence,
+    i.e. P(Binomial(n, q) >= k) <= 1 - confidence. Capped at n when even the maximum falls short
+    (q**n > 1 - confidence; for q = confidence = 0.95 that is n < 59): see `ucb_attained`."""
+    if n < 1:
+        raise ValueError(f"n = {n}: need at least one sample")
+    if not (0.0 < q < 1.0 and 0.0 < confidence < 1.0):
+        raise ValueError(f"q = {q}, confidence = {confidence}: both must lie in (0, 1)")
+    alpha = 1.0 - confidence
+    lq, lnq, lgn = math.log(q), math.log1p(-q), math.lgamma(n + 1)
+    tail = 0.0  # P(X >= j), summed from j = n downwards (small terms first)
+    for j in range(n, -1, -1):
+        tail += math.exp(lgn - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * lq + (n - j) * lnq)
+        if tail > alpha:
+            return min(j + 1, n)
+    return 1  # unreachable: P(X >= 0) = 1 > alpha
+
+
+def ucb_attained(n: int, q: float = 0.95, confidence: float = 0.95) -> bool:
+    """Whether some order statistic of n samples reaches `confidence` (else `ucb_rank` is capped)."""
+    return n >= 1 and q ** n <= 1.0 - confidence
+
+
+def quantile_ucb(samples: list[float], q: float = 0.95, confidence: float = 0.95) -> tuple[float, int, int]:
+    """(bound, k, n): the `confidence` upper bound of the q-quantile of `samples` = sorted[k-1]."""
+    ordered = sorted(samples)
+    k = ucb_rank(len(ordered), q, confidence)
+    return ordered[k - 1], k, len(ordered)
+
+
+def _within(value: float, limit: float) -> bool:
+    return value <= limit or math.isclose(value, limit, rel_tol=REL_TOL, abs_tol=ABS_TOL)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+# ---------------------------------------------------------------- budgets
+
+def _budgets(report: dict[str, Any], name: str) -> tuple[dict[str, float], str]:
+    """The budgets set in the report's target (None = not checked) and its stand_in mode."""
+    target = report["target"]
+    raw = target.get("budget") or {}
+    out: dict[str, float] = {}
+    for key, value in raw.items():
+        if key not in BUDGETS:
+            raise ConfigError(f"{name}: unknown key 'target.budget.{key}'; valid keys: {', '.join(BUDGETS)}")
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{name}: target.budget.{key} = {value!r}; expected a finite number >= 0")
+        out[key] = float(value)
+    mode = target.get("stand_in") or "warn"
+    if mode not in STAND_IN_MODES:
+        raise ConfigError(f"{name}: target.stand_in = {mode!r}; expected one of {', '.join(STAND_IN_MODES)}")
+    return out, mode
+
+
+NOT_MEASURED = "{} was not measured (nothing timed: see self_check and status); a set budget needs a figure"
+
+
+def _judge(value: float | None, limit: float) -> str:
+    return "pass" if value is not None and _within(value, limit) else "fail"
+
+
+def _measured(value: float | None, limit: float, statistic: str, what: str) -> tuple[Any, str, str, str]:
+    if value is None:
+        return None, statistic, "fail", NOT_MEASURED.format(what)
+    return float(value), statistic, _judge(float(value), limit), ""
+
+
+def _latency(report: dict[str, Any], limit: float) -> tuple[float | None, str, str, str]:
+    lat = report["latency"]
+    samples = [s for trial in lat.get("samples_ms") or [] for s in trial]
+    if samples:
+        value, k, n = quantile_ucb(samples)
+        p95 = f"; p95 = {_fmt(lat['p95'])} ms" if lat.get("p95") is not None else ""
+        statistic = f"p95 95% UCB (sorted[{k}-1] of n={n}{p95})"
+        detail = ""
+        if not ucb_attained(n):
+            detail = f"only {n} samples: the max is used and is not a 95% bound (need >= 59)"
+    elif lat.get("p95") is not None:
+        value, statistic = float(lat["p95"]), "p95 (point estimate)"
+        detail = "no latency.samples_ms in the report: judged on the p95 point estimate, not its 95% bound"
+    else:
+        value, statistic, detail = None, "p95 95% UCB", NOT_MEASURED.format("latency")
+    status = _judge(value, limit)
+    if status == "fail" and samples and lat.get("p95") is not None and _within(float(lat["p95"]), limit):
+        detail = (f"p95 = {_fmt(lat['p95'])} ms is within {_fmt(limit)} ms, but its 95% upper bound "
+                  f"{_fmt(value)} ms is not: too few runs or a slow tail" + (f"; {detail}" if detail else ""))
+    if report["environment"]["emulated"]:
+        status, detail = "skip", "emulated: latency never gates a budget"
+    return value, statistic, status, detail
+
+
+def _accuracy(report: dict[str, Any], limit: float, key: str = "drop") -> tuple[Any, str, str, str]:
+    acc = report.get("accuracy")
+    if not acc:
+        return None, "top-1 drop", "skip", "no accuracy in the report (the bundle has no validation set)"
+    if key == "max_class_drop":
+        drop, statistic = acc.get("max_class_drop"), "largest per-class top-1 drop"
+    else:
+        drop, statistic = acc.get("drop"), f"{acc.get('metric', 'top1')} drop vs source"
+        if drop is None and acc.get("source_value") is not None:
+            drop = acc["source_value"] - acc["value"]
+    if drop is None:
+        return None, statistic, "skip", f"accuracy.{key} not in the report (source accuracy unknown)"
+    if acc.get("source_value") is not None:
+        statistic += f" ({_fmt(acc['source_value'])} -> {_fmt(acc['value'])})"
+    return float(drop), statistic, _judge(float(drop), limit), ""
+
+
+# budget -> (report) -> (value, statistic, status, detail)
+_RULES: dict[str, Callable[[dict[str, Any], float], tuple[Any, str, str, str]]] = {
+    "latency_p95_ms": _latency,
+    "peak_memory_mb": lambda r, lim: _measured(r["memory"]["peak_rss_mb"], lim, "peak RSS, max over trials",
+                                               "peak memory"),
+    "model_size_mb": lambda r, lim: _measured(r["model_size_mb"], lim, "model file(s) on disk", "model size"),
+    "max_accuracy_drop": _accuracy,
+    "max_class_accuracy_drop": lambda r, lim: _accuracy(r, lim, "max_class_drop"),
+    "load_time_ms": lambda r, lim: _measured(max(r["cold_start"]["load_ms"], default=None), lim,
+                                             "load, max over trials", "load time"),
+}
+
+
+def _report_checks(report: dict[str, Any], name: str, index: int) -> list[Check]:
+    budgets, stand_in_mode = _budgets(report, name)
+    target, bundle = report["target"]["name"], report["bundle"]["name"]
+    env = report["environment"]
+
+    def check(budget: str, limit: float | None, value: Any, statistic: str, status: str, detail: str = "") -> Check:
+        return Check(target, bundle, budget, limit, value, statistic, status, detail, index)
+
+    checks: list[Check] = []
+    if report["status"] != "ok":
+        checks.append(check("status", None, report["status"], "harness status", "fail",
+                            f"the harness reported status {report['status']!r}, not 'ok'"))
+    sc = report["self_check"]
+    checks.append(check("self_check", None, sc["passed"], "outputs vs dev machine",
+                        "pass" if sc["passed"] else "fail",
+                        "" if sc["passed"] else "on-device outputs differ from the dev machine's"
+                        + (f" (max_abs_diff = {_fmt(sc['max_abs_diff'])})" if sc.get("max_abs_diff") is not None else "")))
+    ok = report["bundle"]["integrity"]["verified"]
+    checks.append(check("integrity", None, ok, "sha256 vs manifest", "pass" if ok else "fail",
+                        "" if ok else "bundle files do not match manifest.json"))
+    for budget in BUDGETS:
+        if budget not in budgets:
+            continue
+        limit = budgets[budget]
+        value, statistic, status, detail = _RULES[budget](report, limit)
+        if env["stand_in"] and budget in DEVICE_BUDGETS and status == "pass":
+            status = stand_in_mode
+            detail = (f"measured on stand-in device {env.get('actual_device') or '?'}, not "
+                      f"{env.get('requested_device') or report['target'].get('device') or '?'} "
+                      "(requested device absent)" + (f"; {detail}" if detail else ""))
+        checks.append(check(budget, limit, value, statistic, status, detail))
+    return checks
+
+
+def gate(reports: list[str | Path | dict[str, Any]]) -> GateResult:
+    """Judge every report against its own target's budgets. Paths are loaded with `load_report`
+    (ReportError if not a report); dicts are validated the same way. ConfigError for a bad budget."""
+    if not reports:
+        raise ConfigError("no reports to gate: pass one or more report.json files")
+    loaded: list[dict[str, Any]] = []
+    sources: list[str] = []
+    checks: list[Check] = []
+    for i, item in enumerate(reports):
+        if isinstance(item, dict):
+            name = f"report[{i}]"
+            report = validate_report(item, name)
+        else:
+            name = str(item)
+            report = load_report(item)
+        loaded.append(report)
+        sources.append(name)
+        checks += _report_checks(report, name, i)
+    failed = any(c.status == "fail" for c in checks)
+    return GateResult(loaded, checks, "fail" if failed else "pass", 1 if failed else 0, sources)
+
+
+# ---------------------------------------------------------------- rendering
+
+STATUS_STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim"}
+
+
+def format_value(check: Check, which: str = "value") -> str:
+    """limit or value as shown in tables: number with unit, yes/no, or "-"."""
+    x = getattr(check, which)
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return {"self_check": ("passed", "failed"), "integrity": ("verified", "not verified")}.get(
+            check.budget, ("yes", "no"))[0 if x else 1]
+    if isinstance(x, (int, float)):
+        return f"{_fmt(x)} {check.unit}".rstrip()
+    return str(x)
+
+
+def render_table(result: GateResult):
+    """A rich Table, one row per check (import rich only here: the gate itself is stdlib)."""
+    from rich.table import Table
+
+    table = Table(title=f"edgekit gate: {result.verdict.upper()}", title_style=STATUS_STYLE[result.verdict])
+    for col in ("target / bundle", "budget", "limit", "value", "status", "detail"):
+        table.add_column(col, justify="right" if col in ("limit", "value") else "left",
+                         overflow="fold" if col == "detail" else "ellipsis")
+    for c in result.checks:
+        style = STATUS_STYLE[c.status]
+        table.add_row(f"{c.target} / {c.bundle}", c.budget, format_value(c, "limit"), format_value(c),
+                      f"[{style}]{c.status.upper()}[/{style}]", c.detail)
+    return table
