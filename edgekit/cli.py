@@ -15,8 +15,13 @@ from .errors import EdgekitError
 
 
 def _console():
-    from rich.console import Console
-    return Console()
+    from .progress import console
+    return console()
+
+
+_SHORT = {"latency_p95_ms": ("p95", "ms"), "peak_memory_mb": ("mem", "MB"), "model_size_mb": ("size", "MB"),
+          "max_accuracy_drop": ("drop", ""), "max_class_accuracy_drop": ("class drop", ""),
+          "load_time_ms": ("load", "ms")}
 
 
 def cmd_targets(args) -> int:
@@ -27,11 +32,11 @@ def cmd_targets(args) -> int:
         return 0
     from rich.table import Table
     t = Table(title="edgekit target profiles")
-    for col in ("name", "arch", "runtime", "device", "precision", "threads", "budget", "description"):
-        t.add_column(col, overflow="fold")
+    for col in ("name", "arch", "runtime", "device", "precision", "threads", "budgets"):
+        t.add_column(col)
     for p in profiles:
-        b = ", ".join(f"{k}={v:g}" for k, v in vars(p.budget).items() if v is not None)
-        t.add_row(p.name, p.arch, p.runtime, p.device, p.precision, str(p.threads), b, p.description)
+        b = " ".join(f"{_SHORT[k][0]}≤{v:g}{_SHORT[k][1]}" for k, v in vars(p.budget).items() if v is not None)
+        t.add_row(p.name, p.arch, p.runtime, p.device, p.precision, str(p.threads), b)
     _console().print(t)
     return 0
 

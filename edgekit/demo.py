@@ -95,15 +95,14 @@ def write_example(work: Path) -> dict[str, Path]:
 
 
 def run_demo(out: Path, quick: bool = True) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from .bench import bench, summary_row
     from .convert import convert
     from .gate import gate
-    from .progress import steps
+    from .progress import console as make_console, steps
 
-    console = Console()
+    console = make_console()
     console.print("[bold]edgekit demo[/]: digits CNN -> x86-avx2, x86-vnni x {fp32, int8} -> bench -> gate")
     ex = write_example(out / "example")
     console.print(f"trained digits CNN: validation accuracy {ex['accuracy']:.4f} ({ex['model']})")

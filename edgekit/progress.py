@@ -1,4 +1,4 @@
-"""rich progress for long work; silent when disabled or when stderr is not a terminal."""
+"""rich output helpers: progress bars for long work, a console wide enough for tables in CI logs."""
 
 from __future__ import annotations
 
@@ -27,3 +27,10 @@ def steps(total: int, what: str, enabled: bool = True):
             bar.update(task, description=f"{what}: {label}")
         yield advance
         bar.update(task, completed=total)
+
+
+def console():
+    """rich falls back to 80 columns when stdout is not a terminal (CI logs); tables need more."""
+    from rich.console import Console
+    c = Console()
+    return c if c.is_terminal else Console(width=160)
