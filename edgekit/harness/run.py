@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""edgekit device-side benchmark harness: verify a bundle, check it, measure it, write report.json.
+
+    python harness/run.py [--bundle DIR] [--out REPORT] [--runs N] [--warmup N] [--min-seconds S]
+                          [--warmup-seconds S] [--trials K] [--threads N] [--skip-accuracy] [--quiet]
+
+Needs only the Python stdlib, numpy and the bundle's runtime (onnxruntime, openvino or
+ai-edge-litert); it never imports edgekit, torch, rich or scipy, so it runs on a bare device.
+The protocol is HARNESS_SPEC.md, the bundle and report formats are docs/FORMATS.md (edgekit repo):
+  1. verify the sha256 of every file the manifest lists;
+  2. self-check: run the bundled samples, compare with the dev machine's outputs;
+  3. trials, each in a fresh process: cold start, warm-up, timed runs, peak memory;
+  4. accuracy on the bundled validation set;
+  5. statistics, environment, and the report, written atomically.
+Exit 0: report written (even when the self-check failed: it says passed false). Exit 2: the bundle
+is bad or the runtime is missing (one line on stderr). Exit 3: a trial process crashed.
+"""
+
+from __future__ import annotations
+
+import sys
+
+# Bundles may sit on read-only or space-starved storage; never write __pycache__ beside run.py.
+sys.dont_write_bytecode = True
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))  # sibling modules are _ek_*.py, prefixed to avoid name clashes
+
+try:
+    import numpy as np  # noqa: E402
+except ImportError:
+    sys.stderr.write("harness: error: numpy is not installed on this device: pip install numpy\n")
+    sys.exit(2)
+
+import _ek_bundle as B  # noqa: E402
+import _ek_stats as S  # noqa: E402
+from _ek_probe import environment, temperature_c  # noqa: E402
+from _ek_runtime import open_adapter  # noqa: E402
+from _ek_trial import MAX_RUNS_PER_TRIAL, emit, spawn_trial, trial_main  # noqa: E402
+
+HARNESS_VERSION = "1"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, like every other harness error, instead of usage + error
+        self.exit(2, f"harness: error: {message} (see --help)\n")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = _Parser(prog="run.py", description="edgekit device-side benchmark harness")
+    p.add_argument("--bundle", type=Path, help="bundle directory (default: the parent of harness/)")
+    p.add_argument("--out", type=Path, help="report path (default: <bundle>/report.json)")
+    p.add_argument("--runs", type=int, default=300, help="fewest timed runs per trial (300)")
+    p.add_argument("--warmup", type=int, default=10, help="fewest warm-up runs per trial (10)")
+    p.add_argument("--min-seconds", type=float, default=10.0, help="fewest timed seconds per trial (10)")
+    p.add_argument("--warmup-seconds", type=float, default=2.0, help="fewest warm-up seconds (2)")
+    p.add_argument("--trials", type=int, default=3, help="trials, each in a fresh process (3)")
+    p.add_argument("--threads", type=int, help="runtime threads (default: manifest runtime_settings)")
+    p.add_argument("--skip-accuracy", action="store_true", help="do not run the validation set")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--_trial", action="store_true", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    for name, low in (("runs", 1), ("warmup", 0), ("trials", 1), ("threads", 1)):
+        v = getattr(a, name)
+        if v is not None and v < low:
+            p.error(f"--{name} must be >= {low}, got {v}")
+    for name in ("min_seconds", "warmup_seconds"):
+        v = getattr(a, name)
+        if not v >= 0.0 or v == float("inf"):
+            p.error(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v}")
+    return a
+
+
+def _threads(args, manifest: dict) -> int:
+    if args.threads:
+        return args.threads
+    for section in (manifest.get("runtime_settings"), manifest.get("target")):
+        v = (section or {}).get("threads")
+        if isinstance(v, int) and v >= 1:
+            return v
+    return 1
+
+
+def _num(section: dict, key: str, default: float, where: str, bundle: Path) -> float:
+    v = section.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise B.BundleError(f"{bundle / 'manifest.json'}: '{where}.{key}' is not a number ({v!r})")
+    return float(v)
+
+
+def self_check(adapter, bundle: Path, manifest: dict) -> dict:
+    """Step 2: every bundled sample at batch 1 against "expected.*" and "reference.*"."""
+    sc = manifest.get("selfcheck") or {}
+    path = bundle / (sc.get("file") or "samples.npz")
+    arrays = B.load_npz(path)
+    inputs = B.input_arrays(arrays, manifest, path)
+    n = B.n_samples(inputs)
+    outs = adapter.output_names
+    expected = {o: arrays[f"expected.{o}"] for o in outs if f"expected.{o}" in arrays}
+    reference = {o: arrays[f"reference.{o}"] for o in outs if f"reference.{o}" in arrays}
+    if not expected:
+        raise B.BundleError(f"{path}: no 'expected.<output>' array for any of {outs}")
+    for key, arr in list(expected.items()) + list(reference.items()):
+        if arr.shape[0] != n:
+            raise B.BundleError(f"{path}: {key} arrays hold {arr.shape[0]} samples, inputs {n}")
+    check = S.SelfCheck(_num(sc, "atol", 1e-4, "selfcheck", bundle),
+                        _num(sc, "rtol", 1e-3, "selfcheck", bundle),
+                        _num(sc, "min_top1_agreement", 1.0, "selfcheck", bundle))
+    for i in range(n):
+        got = adapter.run(B.batch(inputs, i))
+        check.add(got, {k: v[i:i + 1] for k, v in expected.items()},
+                  {k: v[i:i + 1] for k, v in reference.items()}, outs[0])
+    return check.result()
+
+
+def accuracy(adapter, bundle: Path, manifest: dict) -> dict:
+    """Step 4: top-1 of the exact artifact on every validation sample, at batch 1."""
+    val = manifest.get("validation") or {}
+    source = (manifest.get("source") or {}).get("accuracy")
+    path = bundle / (val.get("file") or "validation.npz")
+    if not val and not path.is_file():
+        out = S.accuracy_section([], np.zeros(0), source)
+        out.update({"value": None, "skipped": True, "reason": "bundle has no validation set"})
+        return out
+    arrays = B.load_npz(path)
+    inputs = B.input_arrays(arrays, manifest, path)
+    if "labels" not in arrays:
+        raise B.BundleError(f"{path}: no 'labels' array")
+    labels = arrays["labels"].reshape(-1)
+    n = B.n_samples(inputs)
+    if labels.shape[0] != n:
+        raise B.BundleError(f"{path}: {labels.shape[0]} labels for {n} samples")
+    first = adapter.output_names[0]
+    preds = [int(S.top1(adapter.run(B.batch(inputs, i))[first])[0]) for i in range(n)]
+    out = S.accuracy_section(preds, labels, source)
+    out["skipped"] = False
+    return out
+
+
+def memory_section(results: list[dict]) -> dict:
+    mem = [r["memory"] for r in results]
+
+    def col(key):
+        return [m.get(key) for m in mem]
+
+    def top(values):
+        values = [v for v in values if v is not None]
+        return round(max(values), 3) if values else None
+
+    peaks = [top([m["load_peak_rss_mb"], m["inference_peak_rss_mb"]]) for m in mem]
+    shares = [round(p - m["baseline_rss_mb"], 3) for p, m in zip(peaks, mem)
+              if p is not None and m["baseline_rss_mb"] is not None]
+    # Maximum over trials (HARNESS_SPEC.md "Deciding"): the worst trial is what the device must fit.
+    return {"method": mem[0]["method"] if mem else None,
+            "baseline_rss_mb": col("baseline_rss_mb"), "load_peak_rss_mb": col("load_peak_rss_mb"),
+            "inference_peak_rss_mb": col("inference_peak_rss_mb"), "peak_rss_mb": top(peaks),
+            "model_share_mb": top(shares), "anon_mb": top(col("anon_mb")), "file_mb": top(col("file_mb"))}
+
+
+def run_trial_mode(args, bundle: Path) -> int:
+    manifest, _ = B.load_manifest(bundle)
+    result = trial_main(bundle, manifest, _threads(args, manifest), args.runs, args.warmup,
+                        args.min_seconds, args.warmup_seconds)
+    emit(result)
+    return 0
+
+
+def run(args, bundle: Path) -> int:
+    say = (lambda *_: None) if args.quiet else (lambda msg: print(f"harness: {msg}", flush=True))
+    t_start = time.time()
+    out_path = args.out or bundle / "report.json"
+    manifest, manifest_sha = B.load_manifest(bundle)
+    model = manifest["model"]
+    threads = _threads(args, manifest)
+
+    n_files = B.verify_files(bundle, manifest)
+    say(f"bundle {bundle} ({model['runtime']}, {model.get('precision')}): {n_files} files verified")
+
+    adapter = open_adapter(bundle, manifest, threads)
+    adapter.import_runtime()
+    adapter.load()
+    env = environment(threads, adapter.info(), adapter.requested_device)
+    check = self_check(adapter, bundle, manifest)
+    say(f"self-check on {check['n']} samples: {'passed' if check['passed'] else 'FAILED'} "
+        f"(max abs diff {check['max_abs_diff']:.3g}, top-1 agreement {check['top1_agreement_expected']})")
+    adapter.close()  # no idle runtime threads or arenas in this process while trials measure
+    del adapter
+
+    settings = {"runs": args.runs, "warmup": args.warmup, "min_seconds": args.min_seconds,
+                "warmup_seconds": args.warmup_seconds, "trials": args.trials, "batch": 1,
+                "max_runs_per_trial": MAX_RUNS_PER_TRIAL}
+    report = {
+        "schema": B.REPORT_SCHEMA, "status": "ok",
+        "harness": {"version": HARNESS_VERSION, "started_unix": round(t_start, 3)},
+        "bundle": {"name": (manifest.get("bundle") or {}).get("name") or bundle.name,
+                   "label": (manifest.get("bundle") or {}).get("label"), "path": str(bundle),
+                   "manifest_sha256": manifest_sha, "model_sha256": manifest["files"][model["file"]],
+                   "model_file": model["file"], "runtime": model["runtime"],
+                   "precision": model.get("precision"),
+                   "integrity": {"verified": True, "n_files": n_files}},
+        "target": manifest.get("target"),
+        "environment": env, "settings": settings, "self_check": check,
+        "cold_start": None, "latency": None, "memory": None,
+        "model_size_mb": round(sum((bundle / f).stat().st_size for f in B.model_files(manifest)) / 2**20, 6),
+        "accuracy": None, "trials": [],
+    }
+
+    results = []
+    try:
+        for k in range(1, args.trials + 1):
+            r = spawn_trial(HERE / "run.py", bundle, k, args.trials, threads, args.runs, args.warmup,
+                            args.min_seconds, args.warmup_seconds)
+            results.append(r)
+            say(f"trial {k}/{args.trials}: {r['runs']} runs in {r['timed_seconds']} s, load "
+                f"{r['load_ms']} ms, median {S.nearest_rank(sorted(r['samples_ns']), 0.5) / 1e6:.4f} ms")
+    except B.TrialCrash as exc:
+        report.update(status="error", error=str(exc))
+        report["harness"]["duration_s"] = round(time.time() - t_start, 3)
+        B.write_json_atomic(out_path, report)  # replaces any stale report the gate could misread
+        raise
+
+    report["cold_start"] = {k: [r[k] for r in results] for k in ("import_ms", "load_ms", "first_inference_ms")}
+    report["latency"] = S.latency_section([S.ns_to_ms(r["samples_ns"]) for r in results])
+    report["memory"] = memory_section(results)
+    report["trials"] = [{k: r[k] for k in ("pid", "warmup_runs", "runs", "timed_seconds", "capped")}
+                        for r in results]
+    env["temperature_c_end"] = temperature_c()
+
+    if args.skip_accuracy:
+        acc = S.accuracy_section([], np.zeros(0), (manifest.get("source") or {}).get("accuracy"))
+        acc.update({"value": None, "skipped": True, "reason": "--skip-accuracy"})
+    else:
+        adapter = open_adapter(bundle, manifest, threads)
+        adapter.import_runtime()
+        adapter.load()
+        acc = accuracy(adapter, bundle, manifest)
+        adapter.close()
+        if not acc.get("skipped"):
+            say(f"accuracy {acc['value']:.4f} on {acc['n']} samples (source {acc['source_value']})")
+    report["accuracy"] = acc
+    report["harness"]["duration_s"] = round(time.time() - t_start, 3)
+    B.write_json_atomic(out_path, report)
+    lat, mem = report["latency"], report["memory"]
+    say(f"p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms over {lat['n']} runs; "
+        f"peak RSS {mem['peak_rss_mb']} MiB ({mem['method']}) -> {out_path}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    bundle = args.bundle.resolve() if args.bundle else HERE.parent
+    try:
+        return run_trial_mode(args, bundle) if args._trial else run(args, bundle)
+    except (B.BundleError, B.TrialCrash) as exc:
+        sys.stderr.write(f"harness: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("harness: error: interrupted\n")
+        return 130
+    except Exception as exc:  # a harness bug or an unforeseen bundle shape: still one line
+        if os.environ.get("EDGEKIT_HARNESS_DEBUG") == "1":
+            raise
+        first = (str(exc).splitlines() or [""])[0]
+        sys.stderr.write(f"harness: error: internal error {type(exc).__name__}: {first} "
+                         "(set EDGEKIT_HARNESS_DEBUG=1 for a traceback)\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
