@@ -17,7 +17,9 @@ from typing import Any, Iterable
 import numpy as np
 
 from . import __version__
+from .accuracy import control
 from .backends import get_backend
+from .budget import Estimate, check_estimate, check_size, estimate
 from .bundle import BundleWriter, copy_harness, save_npz, write_manifest
 from .data import Dataset, load_data
 from .errors import BackendError, DataError
@@ -45,6 +47,7 @@ class BundleResult:
     accuracy: float
     source_accuracy: float
     parity: list[dict]
+    accuracy_control: str = "within budget"
 
     @property
     def accuracy_drop(self) -> float:
@@ -129,6 +132,13 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
                                f"{parity[0].max_abs_diff:.3g} (max abs) on the calibration samples; "
                                f"expected <= {EXPORT_ATOL} (a broken export)")
         art = backend.quantize(fp, prep.handle, target, prep.calibration, work)
+
+        def evaluate(a) -> float:
+            return accuracy(run_all(backend.open(a, 1), prep.validation)[0], prep.validation.labels)
+        outcome = control(backend, fp, art, evaluate(art), prep.source_accuracy, prep.handle, target,
+                          prep.calibration, work, evaluate)
+        art = outcome.artifact
+        check_size(target, art.size_bytes)
         runner = backend.open(art, 1)
         expected = run_all(runner, prep.samples)
         if art is not fp:
@@ -171,6 +181,8 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
             "runtime_settings": {"threads": target.threads, "device": target.device},
             "conversion": {"precision": art.precision, **art.details,
                            "parity": [p.to_dict() for p in parity],
+                           "accuracy_control": outcome.to_dict(),
+                           "estimate": estimate_for(prep, target).to_dict(),
                            "accuracy": {"metric": "top1", "n": len(prep.validation), "value": acc,
                                         "per_class": per_class_accuracy(logits, prep.validation.labels)}},
             "source": {**prep.handle.describe(), "accuracy": prep.source_accuracy,
@@ -185,7 +197,18 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
         }
         write_manifest(tmp, manifest)
     return BundleResult(name, out / name, target.name, art.precision, size / 2**20, acc,
-                        prep.source_accuracy, [p.to_dict() for p in parity])
+                        prep.source_accuracy, [p.to_dict() for p in parity], outcome.result)
+
+
+def estimate_for(prep: Prepared, target: TargetProfile) -> Estimate:
+    """Size and memory estimate before export (ONNX sources: from their initializers)."""
+    if prep.handle.module is not None:
+        return estimate(prep.handle.module, prep.samples.inputs, prep.handle.input_names, target.precision)
+    import onnx
+    from .budget import BYTES_PER_WEIGHT, MB
+    model = onnx.load(str(prep.handle.onnx_path), load_external_data=False)
+    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
+    return Estimate(params, params * BYTES_PER_WEIGHT[target.precision] / MB, 0.0)
 
 
 def _io_spec(spec: TensorSpec, target: TargetProfile) -> dict:
@@ -219,7 +242,8 @@ def convert(source: str | ModelHandle, targets: Iterable[str | TargetProfile] | 
                    sequence_length=sequence_length or profiles[0].sequence_length, tokenizer=tokenizer)
     jobs = [(t.with_precision(p), bundle_name(t, p, t.precision)) for t in profiles
             for p in (precisions or [t.precision])]
-    for target, _ in jobs:
+    for target, _ in jobs:  # everything that can be refused is refused before any export
+        check_estimate(target, estimate_for(prep, target))
         if target.precision == "int8" and len(prep.calibration) < target.calibration_samples:
             raise DataError(f"{calibration}: {len(prep.calibration)} calibration samples, fewer than the "
                             f"{target.calibration_samples} that profile {target.name} asks for (calibration_samples)")

@@ -73,6 +73,43 @@ def _quiet():
             lg.setLevel(level)
 
 
+# QuantType by name, looked up lazily so that onnxruntime is imported only when needed.
+_QTYPE = {"uint8": lambda oq: oq.QuantType.QUInt8, "int8": lambda oq: oq.QuantType.QInt8}
+
+
+def _sensitivity(float_model: Path, qdq_model: Path, data, workdir: Path) -> list[str]:
+    """Quantized nodes ordered from the one that adds the most quantization noise."""
+    import onnx
+    from onnxruntime.quantization import qdq_loss_debug as dbg
+    f_aug, q_aug = workdir / "sens_float.onnx", workdir / "sens_qdq.onnx"
+    with _quiet():
+        dbg.modify_model_output_intermediate_tensors(str(float_model), str(f_aug))
+        dbg.modify_model_output_intermediate_tensors(str(qdq_model), str(q_aug))
+        f_acts = dbg.collect_activations(str(f_aug), _reader_for_debug(data))
+        q_acts = dbg.collect_activations(str(q_aug), _reader_for_debug(data))
+        errors = dbg.compute_activation_error(dbg.create_activation_matching(q_acts, f_acts))
+    sqnr = {t: e.get("xmodel_err") for t, e in errors.items()}
+    qdq = onnx.load(str(qdq_model), load_external_data=False)
+    quantized = {n.name for n in qdq.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")}
+    scores = []
+    for node in onnx.load(str(float_model), load_external_data=False).graph.node:
+        if node.name not in quantized or node.op_type not in ("Conv", "MatMul", "Gemm", "ConvTranspose"):
+            continue
+        out = sqnr.get(node.output[0])
+        if out is None or not np.isfinite(out):
+            continue
+        before = [sqnr[i] for i in node.input if sqnr.get(i) is not None and np.isfinite(sqnr[i])]
+        scores.append(((min(before) if before else 100.0) - out, node.name))
+    for f in (f_aug, q_aug):
+        f.unlink(missing_ok=True)
+    return [name for _, name in sorted(scores, reverse=True)]
+
+
+def _reader_for_debug(data):
+    from onnxruntime import quantization as oq
+    return _reader(oq, data)
+
+
 # protobuf's hard limit for one file; larger models would need external data files.
 _PROTOBUF_LIMIT = 2**31 - 1
 
@@ -243,36 +280,66 @@ class OnnxRuntimeBackend:
                               "'onnxruntime' on CPU (no fp16 CPU kernels); use fp32, int8, or an openvino/litert target")
         from onnxruntime import quantization as oq
         q = resolved_quantization(target, handle.is_transformer)
-        qtype = {"uint8": oq.QuantType.QUInt8, "int8": oq.QuantType.QInt8}
-        out = workdir / "model_int8.onnx"
-        pre = workdir / "model_pre.onnx"
-        with _quiet():
-            try:
-                oq.quant_pre_process(str(artifact.path), str(pre), skip_symbolic_shape=handle.is_transformer)
-            except Exception:
-                shutil.copy(artifact.path, pre)  # shape inference is an aid, not a requirement
+        pre = self._preprocess(artifact, handle, workdir)
         if p == "int8-dynamic":
+            out = workdir / "model_int8.onnx"
             q = {k: q[k] for k in ("per_channel", "reduce_range", "weight_type", "op_types")}
             with _quiet():
                 oq.quantize_dynamic(str(pre), str(out), per_channel=q["per_channel"],
-                                    reduce_range=q["reduce_range"], weight_type=qtype[q["weight_type"]],
+                                    reduce_range=q["reduce_range"], weight_type=_QTYPE[q["weight_type"]](oq),
                                     op_types_to_quantize=q["op_types"])
             inline_weights(out)
             q["mode"] = "dynamic"
             return Artifact("onnxruntime", out, p, [out], {**artifact.details, "quantization": q})
+        return self._static(artifact, pre, q, calibration, workdir / "model_int8.onnx")
+
+    @staticmethod
+    def _preprocess(artifact: Artifact, handle, workdir: Path) -> Path:
+        """Shape inference + optimisation before quantization (ORT's recommended first step)."""
+        from onnxruntime import quantization as oq
+        pre = workdir / "model_pre.onnx"
+        if not pre.exists():
+            with _quiet():
+                try:
+                    oq.quant_pre_process(str(artifact.path), str(pre), skip_symbolic_shape=handle.is_transformer)
+                except Exception:
+                    shutil.copy(artifact.path, pre)  # shape inference is an aid, not a requirement
+        return pre
+
+    @staticmethod
+    def _static(artifact: Artifact, pre: Path, q: dict, calibration, out: Path,
+                exclude: list[str] | None = None) -> Artifact:
+        from onnxruntime import quantization as oq
         method = {"minmax": oq.CalibrationMethod.MinMax, "entropy": oq.CalibrationMethod.Entropy,
                   "percentile": oq.CalibrationMethod.Percentile}[q["calibrate_method"]]
-        reader = _reader(oq, calibration)
         with _quiet():
-            oq.quantize_static(str(pre), str(out), reader, quant_format=oq.QuantFormat.QDQ,
+            oq.quantize_static(str(pre), str(out), _reader(oq, calibration), quant_format=oq.QuantFormat.QDQ,
                                per_channel=q["per_channel"], reduce_range=q["reduce_range"],
-                               activation_type=qtype[q["activation_type"]], weight_type=qtype[q["weight_type"]],
+                               activation_type=_QTYPE[q["activation_type"]](oq),
+                               weight_type=_QTYPE[q["weight_type"]](oq),
                                calibrate_method=method, op_types_to_quantize=q["op_types"],
+                               nodes_to_exclude=exclude or [],
                                extra_options={"CalibTensorRangeSymmetric": False})
         inline_weights(out)
-        q["mode"] = "static"
-        q["calibration_samples"] = len(calibration)
-        return Artifact("onnxruntime", out, p, [out], {**artifact.details, "quantization": q})
+        q = {**q, "mode": "static", "calibration_samples": len(calibration), "nodes_in_float": exclude or []}
+        return Artifact("onnxruntime", out, "int8", [out], {**artifact.details, "quantization": q})
+
+    def backoff(self, artifact: Artifact, handle, target, calibration, workdir: Path, evaluate, max_drop: float):
+        """Accuracy-aware int8: yield (artifact, layers kept in float) with 1, 2, 4, ... of the most
+        sensitive layers in float. Sensitivity comes from ONNX Runtime's qdq_loss_debug: the SQNR
+        (dB) a layer's output loses against the float model, minus what its input had already lost,
+        i.e. the quantization noise that layer itself adds."""
+        q = resolved_quantization(target, handle.is_transformer)
+        pre = self._preprocess(artifact, handle, workdir)
+        first = workdir / "model_int8.onnx"
+        ranking = _sensitivity(pre, first, calibration.head(min(len(calibration), 16)), workdir)
+        k = 1
+        while ranking and k <= len(ranking):
+            excluded = ranking[:k]
+            yield self._static(artifact, pre, q, calibration, workdir / f"model_int8_float{k}.onnx", excluded), excluded
+            if k == len(ranking):
+                break
+            k = min(2 * k, len(ranking))
 
     def open(self, artifact: Artifact, threads: int = 1):
         return open_session(artifact.path, threads)

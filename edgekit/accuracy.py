@@ -1,0 +1,49 @@
+"""Accuracy-aware quantization: never hand over an int8 model that broke the accuracy budget.
+
+When the quantized artifact's top-1 drop on the validation set exceeds the profile's
+`max_accuracy_drop`, the backend's `backoff` proposes artifacts with more and more of the most
+sensitive layers kept in float (ONNX Runtime: per-layer SQNR ranking; OpenVINO: NNCF's
+accuracy-control quantization); the first within budget wins. If none is, the float artifact is
+shipped (fp16 where the backend offers it, else fp32) and the manifest and the CLI say so.
+Every attempt is recorded with its accuracy and the layers it kept in float.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .backends.base import Artifact
+
+
+@dataclasses.dataclass
+class Outcome:
+    artifact: Artifact
+    attempts: list[dict]
+    result: str                    # "within budget" | "int8 with N layers in float" | "fell back to fp32"
+
+    def to_dict(self) -> dict:
+        return {"result": self.result, "attempts": self.attempts}
+
+
+def control(backend, fp: Artifact, first: Artifact, first_acc: float, source_acc: float, handle, target,
+            calibration, workdir, evaluate) -> Outcome:
+    max_drop = target.budget.max_accuracy_drop
+    attempts = [{"precision": first.precision, "layers_in_float": [], "accuracy": first_acc,
+                 "drop": source_acc - first_acc}]
+    if max_drop is None or source_acc - first_acc <= max_drop or first is fp:
+        return Outcome(first, attempts, "within budget")
+    if target.quantization.accuracy_aware and hasattr(backend, "backoff"):
+        for art, in_float in backend.backoff(fp, handle, target, calibration, workdir, evaluate, max_drop):
+            acc = evaluate(art)
+            attempts.append({"precision": art.precision, "layers_in_float": list(in_float),
+                             "accuracy": acc, "drop": source_acc - acc})
+            if source_acc - acc <= max_drop:
+                return Outcome(art, attempts, f"{art.precision} with {len(in_float)} layer(s) in float")
+    fallback = fp
+    if "fp16" in getattr(backend, "precisions", ()):
+        fallback = backend.quantize(fp, handle, dataclasses.replace(target, precision="fp16"), calibration, workdir)
+    acc = evaluate(fallback)
+    attempts.append({"precision": fallback.precision, "layers_in_float": ["*"], "accuracy": acc,
+                     "drop": source_acc - acc})
+    return Outcome(fallback, attempts, f"fell back to {fallback.precision}: no int8 variant within "
+                                       f"max_accuracy_drop {max_drop:g}")
