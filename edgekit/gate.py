@@ -214,6 +214,26 @@ _RULES: dict[str, Callable[[dict[str, Any], float], tuple[Any, str, str, str]]] 
 }
 
 
+def _off_target(report: dict[str, Any]) -> str:
+    """Why the measuring machine is not the target's hardware ("" when it is): the requested device
+    was absent, the architecture differs, or the CPU lacks an instruction-set feature the profile
+    names (e.g. an x86-vnni bundle measured on a CPU without VNNI: its int8 kernels differ)."""
+    env, target = report["environment"], report["target"]
+    if env["stand_in"]:
+        return (f"measured on stand-in device {env.get('actual_device') or '?'}, not "
+                f"{env.get('requested_device') or target.get('device') or '?'} (requested device absent)")
+    arch, machine = target.get("arch"), env.get("machine")
+    aliases = {"arm64": "aarch64", "amd64": "x86_64"}
+    if arch and machine and aliases.get(machine.lower(), machine.lower()) != arch:
+        return f"measured on {machine}, not the target's {arch}"
+    flags = env.get("cpu_flags")
+    if flags is not None:
+        missing = [i for i in target.get("isa") or [] if i not in flags]
+        if missing:
+            return f"measured on a CPU without the target's {', '.join(missing)}"
+    return ""
+
+
 def _report_checks(report: dict[str, Any], name: str, index: int) -> list[Check]:
     budgets, stand_in_mode = _budgets(report, name)
     target, bundle = report["target"]["name"], report["bundle"]["name"]
@@ -234,16 +254,18 @@ def _report_checks(report: dict[str, Any], name: str, index: int) -> list[Check]
     ok = report["bundle"]["integrity"]["verified"]
     checks.append(check("integrity", None, ok, "sha256 vs manifest", "pass" if ok else "fail",
                         "" if ok else "bundle files do not match manifest.json"))
+    off_target = _off_target(report)
+    if off_target:
+        checks.append(check("hardware", None, env.get("cpu_model") or env.get("machine"), "measured on",
+                            stand_in_mode, off_target + ": device figures are not the target's"))
     for budget in BUDGETS:
         if budget not in budgets:
             continue
         limit = budgets[budget]
         value, statistic, status, detail = _RULES[budget](report, limit)
-        if env["stand_in"] and budget in DEVICE_BUDGETS and status == "pass":
+        if off_target and budget in DEVICE_BUDGETS and status == "pass":
             status = stand_in_mode
-            detail = (f"measured on stand-in device {env.get('actual_device') or '?'}, not "
-                      f"{env.get('requested_device') or report['target'].get('device') or '?'} "
-                      "(requested device absent)" + (f"; {detail}" if detail else ""))
+            detail = off_target + (f"; {detail}" if detail else "")
         checks.append(check(budget, limit, value, statistic, status, detail))
     return checks
 

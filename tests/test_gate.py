@@ -382,3 +382,25 @@ def test_render_table_has_a_row_per_check():
     console.print(table)
     text = console.export_text()
     assert "FAIL" in text and "peak_memory_mb" in text and "400 MiB" in text
+
+
+@pytest.mark.parametrize("target_change, env, needle", [
+    ({"isa": ["avx2", "fma", "avx512_vnni"], "arch": "x86_64"}, {}, "without the target's avx512_vnni"),
+    ({"isa": ["neon"], "arch": "aarch64"}, {}, "measured on x86_64, not the target's aarch64"),
+])
+def test_off_target_hardware_never_passes_silently(target_change, env, needle):
+    report = make_report(**env)
+    report["target"].update(target_change)
+    result = gate([report])
+    hw = [c for c in result.checks if c.budget == "hardware"]
+    assert hw and hw[0].status == "warn" and needle in hw[0].detail
+    lat = next(c for c in result.checks if c.budget == "latency_p95_ms")
+    assert lat.status == "warn" and needle in lat.detail
+    report["target"]["stand_in"] = "fail"
+    assert gate([report]).exit_code == 1
+
+
+def test_matching_hardware_has_no_hardware_row():
+    report = make_report()
+    report["target"].update({"isa": ["avx2"], "arch": "x86_64"})
+    assert not [c for c in gate([report]).checks if c.budget == "hardware"]
