@@ -140,5 +140,7 @@ def run_demo(out: Path, quick: bool = True) -> int:
     console.print(t)
     from .gate import render_table
     console.print(render_table(verdict))
-    console.print(f"bundles: {out / 'bundles'}   reports: {out / 'reports'}   verdict: {verdict.verdict}")
+    console.print(f"bundles: {out / 'bundles'}", soft_wrap=True)
+    console.print(f"reports: {out / 'reports'}", soft_wrap=True)
+    console.print(f"verdict: {verdict.verdict}")
     return 0
