@@ -37,21 +37,23 @@ class Estimate:
 
 def estimate(module, sample: dict[str, np.ndarray], names: list[str], precision: str) -> Estimate:
     import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
     params = sum(p.numel() for p in module.parameters())
     acts = [0]
 
-    def hook(_m, _i, out):
-        for t in (out if isinstance(out, (tuple, list)) else [out]):
-            if isinstance(t, torch.Tensor):
-                acts[0] += t.numel() * t.element_size()
-    leaves = [m for m in module.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    try:
-        with torch.inference_mode():
-            module(*[torch.from_numpy(np.ascontiguousarray(sample[n][:1])) for n in names])
-    finally:
-        for h in handles:
-            h.remove()
+    class CountOutputs(TorchDispatchMode):
+        """Every aten op's output bytes: works for eager modules and torch.export graphs alike
+        (module hooks never fire inside an exported GraphModule)."""
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            acts[0] += sum(t.numel() * t.element_size() for t in tree_flatten(out)[0]
+                           if isinstance(t, torch.Tensor))
+            return out
+
+    with torch.inference_mode(), CountOutputs():
+        module(*[torch.from_numpy(np.ascontiguousarray(sample[n][:1])) for n in names])
     return Estimate(params, params * BYTES_PER_WEIGHT[precision] / MB, acts[0] / MB)
 
 
