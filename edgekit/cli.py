@@ -137,7 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="build/demo")
     s.add_argument("--full", action="store_true", help="use the harness's full default measurement (slower)")
     s.set_defaults(func=cmd_demo)
+
+    # Command groups that live beside their stage: each module has register(subparsers).
+    import importlib
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return p
+
+
+_COMMAND_MODULES = ("edgekit.devices.commands", "edgekit.trust.commands")
 
 
 def main(argv: list[str] | None = None) -> int:

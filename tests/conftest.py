@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from ektest import REPO  # noqa: F401  (shared helpers live in ektest.py: conftest names clash)
 
 
 @pytest.fixture(scope="session")
@@ -38,25 +38,3 @@ def bundle_copy(digits_bundles, tmp_path):
         shutil.copytree(digits_bundles[precision].path, dest)
         return dest
     return make
-
-
-def run_cli(*args: str, cwd: Path | None = None):
-    """Run the real `edgekit` entry point in a fresh process."""
-    import subprocess
-    return subprocess.run([sys.executable, "-m", "edgekit", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd or REPO, timeout=600)
-
-
-def assert_one_line_error(proc, *needles: str) -> None:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    err = proc.stderr.strip()
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert len(err.splitlines()) == 1, err
-    for n in needles:
-        assert n in err, (n, err)
-
-
-def digits_arrays(example: dict):
-    with np.load(example["calibration"]) as z:
-        x, y = z["x"], z["labels"]
-    return x, y

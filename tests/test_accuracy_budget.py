@@ -7,7 +7,7 @@ from edgekit.cli import main
 from edgekit.convert import convert
 from edgekit.errors import BudgetError
 
-from conftest import REPO
+from ektest import REPO
 
 
 def _profile(tmp_path, name, quant, budget):

@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from ektest import assert_one_line_error, run_cli
 
 QUICK = ["--runs", "100", "--warmup", "5", "--min-seconds", "0.2", "--warmup-seconds", "0.05", "--trials", "2"]
 

@@ -10,7 +10,7 @@ from edgekit.bundle import read_manifest, verify
 from edgekit.cli import main
 from edgekit.errors import BundleError
 
-from conftest import REPO, assert_one_line_error, run_cli
+from ektest import REPO, assert_one_line_error, run_cli
 
 
 def test_bundles_are_complete_and_verified(digits_bundles):

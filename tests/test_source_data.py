@@ -5,7 +5,7 @@ from edgekit.data import load_data
 from edgekit.errors import DataError, SourceError
 from edgekit.source import load
 
-from conftest import REPO
+from ektest import REPO
 
 FACTORIES = REPO / "tests" / "fixtures" / "factories.py"
 

@@ -1,0 +1,1 @@
+"""Where bundles run: local, over SSH, under user-mode ARM emulation; fleets of them."""

@@ -1,0 +1,1 @@
+"""Trust: signed bundles, provenance policy, drift monitoring, bundle inspection."""

@@ -1,0 +1,33 @@
+"""Helpers shared by the test modules (a plain module: `from conftest import` is ambiguous when
+several conftest.py files exist)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, cwd: Path | None = None):
+    """Run the real `edgekit` entry point in a fresh process."""
+    import subprocess
+    return subprocess.run([sys.executable, "-m", "edgekit", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd or REPO, timeout=600)
+
+
+def assert_one_line_error(proc, *needles: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    err = proc.stderr.strip()
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(err.splitlines()) == 1, err
+    for n in needles:
+        assert n in err, (n, err)
+
+
+def digits_arrays(example: dict):
+    with np.load(example["calibration"]) as z:
+        x, y = z["x"], z["labels"]
+    return x, y
