@@ -153,3 +153,28 @@ def test_interrupted_convert_leaves_no_bundle(digits_example, tmp_path, monkeypa
         convert(str(digits_example["model"]), ["x86-avx2"], str(digits_example["calibration"]),
                 str(digits_example["validation"]), tmp_path / "out", precisions=["fp32"], progress=False)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_an_op_the_exporter_cannot_take_is_named(tmp_path, capsys):
+    x = np.random.default_rng(0).random((40, 4, 4), dtype=np.float32)
+    np.savez(tmp_path / "c.npz", x=x)
+    np.savez(tmp_path / "v.npz", x=x[:8], labels=np.zeros(8, np.int64))
+    code = main(["convert", f"{REPO}/tests/fixtures/factories.py:eigh", "--target", "x86-avx2",
+                 "--precision", "fp32", "--calibration", str(tmp_path / "c.npz"),
+                 "--validation", str(tmp_path / "v.npz"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "operator aten::linalg_eigh is not supported" in err and "x86-avx2" in err
+    _no_bundle(tmp_path / "out")
+
+
+def test_targets_dir_converts_every_profile_once(digits_example, tmp_path):
+    from edgekit.convert import convert
+    d = tmp_path / "profiles"
+    d.mkdir()
+    for name in ("x86-avx2", "x86-vnni"):
+        (d / f"{name}.toml").write_text((REPO / "targets" / f"{name}.toml").read_text())
+    results = convert(str(digits_example["model"]), [], str(digits_example["calibration"]),
+                      str(digits_example["validation"]), tmp_path / "out", targets_dir=str(d),
+                      precisions=["fp32"], progress=False)
+    assert sorted(r.name for r in results) == ["x86-avx2-fp32", "x86-vnni-fp32"]

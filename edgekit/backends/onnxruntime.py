@@ -222,9 +222,17 @@ def _export_torch(handle, target, example, out):
         except Exception as exc:
             first_error = first_error or f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
             last = exc
-    op = _unsupported_op(str(last))
-    raise BackendError(f"{handle.spec}: cannot export to ONNX for {target.name}"
-                       f"{f': operator {op} is not supported' if op else ''} ({first_error})") from last
+    op = _unsupported_op(str(last)) or _unsupported_op(first_error or "")
+    if op:
+        raise BackendError(f"{handle.spec}: cannot export to ONNX for {target.name}: operator {op} is not "
+                           "supported by torch.onnx (replace it in the model, or register a custom symbolic)") from last
+    raise BackendError(f"{handle.spec}: cannot export to ONNX for {target.name} ({_plain(first_error)})") from last
+
+
+def _plain(message: str | None) -> str:
+    """One line, without the ANSI colours torch's exporter puts in its messages."""
+    import re
+    return re.sub(r"\x1b\[[0-9;]*m", "", message or "").splitlines()[0][:300] if message else ""
 
 
 def _arg_names(module, names):
