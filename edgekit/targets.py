@@ -123,7 +123,7 @@ def _typed(table: dict, spec: dict, where: str, prefix: str = "") -> dict:
     for key, value in table.items():
         if key not in spec:
             raise ConfigError(
-                f"{where}: unknown key {prefix}{key!r}; valid keys: {', '.join(sorted(spec))}")
+                f"{where}: unknown key '{prefix}{key}'; valid keys: {', '.join(sorted(spec))}")
         want = spec[key]
         # TOML true is an int to Python: a boolean is never a count or a limit.
         if isinstance(value, bool) and want is not bool:
