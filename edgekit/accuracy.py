@@ -26,14 +26,15 @@ class Outcome:
 
 
 def control(backend, fp: Artifact, first: Artifact, first_acc: float, source_acc: float, handle, target,
-            calibration, workdir, evaluate) -> Outcome:
+            calibration, validation, workdir, evaluate) -> Outcome:
     max_drop = target.budget.max_accuracy_drop
     attempts = [{"precision": first.precision, "layers_in_float": [], "accuracy": first_acc,
                  "drop": source_acc - first_acc}]
     if max_drop is None or source_acc - first_acc <= max_drop or first is fp:
         return Outcome(first, attempts, "within budget")
     if target.quantization.accuracy_aware and hasattr(backend, "backoff"):
-        for art, in_float in backend.backoff(fp, handle, target, calibration, workdir, evaluate, max_drop):
+        for art, in_float in backend.backoff(fp, handle, target, calibration, validation, workdir,
+                                                 evaluate, max_drop):
             acc = evaluate(art)
             attempts.append({"precision": art.precision, "layers_in_float": list(in_float),
                              "accuracy": acc, "drop": source_acc - acc})

@@ -62,9 +62,8 @@ class Prepared:
     validation: Dataset
     samples: Dataset
     reference: list[np.ndarray]          # source outputs on the self-check samples
-    source_logits: np.ndarray            # source outputs on the validation set
-    source_accuracy: float
-    source_per_class: dict[str, float]
+    source_accuracy: float = float("nan")  # filled by score_source(), after the cheap checks
+    source_per_class: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def _bind_specs(handle: ModelHandle, data: Dataset) -> None:
@@ -96,9 +95,14 @@ def prepare(source: str | ModelHandle, calibration: str, validation: str, *,
         shapes = ", ".join(f"{k}: {'x'.join(map(str, v.shape[1:]))} {v.dtype}" for k, v in samples.inputs.items())
         raise DataError(f"{calibration}: the source model cannot take these inputs ({shapes}): "
                         f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
-    logits = run_all(runner, val)[0]
-    return Prepared(handle, calib, val, samples, reference, logits,
-                    accuracy(logits, val.labels), per_class_accuracy(logits, val.labels))
+    return Prepared(handle, calib, val, samples, reference)
+
+
+def score_source(prep: Prepared) -> None:
+    """The source model's accuracy on the validation set: the baseline every drop is measured from."""
+    logits = run_all(prep.handle.runner(), prep.validation)[0]
+    prep.source_accuracy = accuracy(logits, prep.validation.labels)
+    prep.source_per_class = per_class_accuracy(logits, prep.validation.labels)
 
 
 def _versions(runtime: str) -> dict[str, str]:
@@ -136,7 +140,7 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
         def evaluate(a) -> float:
             return accuracy(run_all(backend.open(a, 1), prep.validation)[0], prep.validation.labels)
         outcome = control(backend, fp, art, evaluate(art), prep.source_accuracy, prep.handle, target,
-                          prep.calibration, work, evaluate)
+                          prep.calibration, prep.validation, work, evaluate)
         art = outcome.artifact
         check_size(target, art.size_bytes)
         runner = backend.open(art, 1)
@@ -247,6 +251,7 @@ def convert(source: str | ModelHandle, targets: Iterable[str | TargetProfile] | 
         if target.precision == "int8" and len(prep.calibration) < target.calibration_samples:
             raise DataError(f"{calibration}: {len(prep.calibration)} calibration samples, fewer than the "
                             f"{target.calibration_samples} that profile {target.name} asks for (calibration_samples)")
+    score_source(prep)
     out = Path(out)
     results = []
     from .progress import steps

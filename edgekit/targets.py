@@ -156,6 +156,8 @@ def profile_from_dict(raw: dict[str, Any], where: str) -> TargetProfile:
         raise ConfigError(
             f"{where}: device = 'NPU' needs static_shapes = true (NPUs compile static shapes only; "
             "set static_shapes = true and sequence_length for text models)")
+    if raw["runtime"] == "litert" and not raw.get("static_shapes", False):
+        raise ConfigError(f"{where}: runtime = 'litert' exports fixed shapes (batch 1): set static_shapes = true")
     if raw["device"] != "CPU" and raw["runtime"] != "openvino":
         raise ConfigError(f"{where}: device = {raw['device']!r} is only available with runtime = 'openvino'")
 

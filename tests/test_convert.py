@@ -178,3 +178,20 @@ def test_targets_dir_converts_every_profile_once(digits_example, tmp_path):
                       str(digits_example["validation"]), tmp_path / "out", targets_dir=str(d),
                       precisions=["fp32"], progress=False)
     assert sorted(r.name for r in results) == ["x86-avx2-fp32", "x86-vnni-fp32"]
+
+
+def test_a_profile_whose_runtime_is_missing_names_the_extra(digits_example, tmp_path):
+    """A device-less dev machine without OpenVINO: simulated by shadowing the package with one
+    that fails to import, in a fresh process (the real runtimes stay installed)."""
+    import os
+    import subprocess
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "openvino.py").write_text("raise ImportError('openvino hidden for this test')\n")
+    env = {**os.environ, "PYTHONPATH": str(shim)}
+    proc = subprocess.run([sys.executable, "-m", "edgekit", "convert", str(digits_example["model"]),
+                           "--target", "intel-cpu-openvino", "--calibration", str(digits_example["calibration"]),
+                           "--validation", str(digits_example["validation"]), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, cwd=REPO)
+    assert_one_line_error(proc, "openvino is not installed", "pip install 'edgekit[openvino]'")
+    _no_bundle(tmp_path / "out")

@@ -91,3 +91,8 @@ def test_cli_targets_json():
     assert proc.returncode == 0, proc.stderr
     names = {p["name"] for p in json.loads(proc.stdout)}
     assert {"x86-avx2", "x86-vnni"} <= names
+
+
+def test_litert_profiles_must_say_static_shapes():
+    with pytest.raises(ConfigError, match="runtime = 'litert' exports fixed shapes"):
+        profile_from_dict(dict(BASE, runtime="litert", arch="aarch64", isa=["neon"]), "bad.toml")

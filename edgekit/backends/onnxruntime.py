@@ -254,6 +254,7 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
     extra = "onnxruntime"
     model_format = "onnx"
+    precisions = ("fp32", "int8", "int8-dynamic")
 
     def available(self) -> None:
         _ort()
@@ -332,7 +333,8 @@ class OnnxRuntimeBackend:
         q = {**q, "mode": "static", "calibration_samples": len(calibration), "nodes_in_float": exclude or []}
         return Artifact("onnxruntime", out, "int8", [out], {**artifact.details, "quantization": q})
 
-    def backoff(self, artifact: Artifact, handle, target, calibration, workdir: Path, evaluate, max_drop: float):
+    def backoff(self, artifact: Artifact, handle, target, calibration, validation, workdir: Path, evaluate,
+                max_drop: float):
         """Accuracy-aware int8: yield (artifact, layers kept in float) with 1, 2, 4, ... of the most
         sensitive layers in float. Sensitivity comes from ONNX Runtime's qdq_loss_debug: the SQNR
         (dB) a layer's output loses against the float model, minus what its input had already lost,

@@ -1,0 +1,153 @@
+"""LiteRT backend against the real converter and interpreter: every precision compared with
+PyTorch (tolerances: PARITY_TOLERANCE), batch-1 static export, inputs matched by position, and
+ONNX sources refused with the reason."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+if importlib.util.find_spec("litert_torch") is None or importlib.util.find_spec("ai_edge_litert") is None:
+    pytest.skip("litert-torch / ai-edge-litert not installed", allow_module_level=True)
+
+from edgekit.backends.litert import PARITY_TOLERANCE, LiteRtBackend  # noqa: E402
+from edgekit.data import Dataset  # noqa: E402
+from edgekit.errors import ConfigError  # noqa: E402
+from edgekit.source import ModelHandle, TensorSpec  # noqa: E402
+from edgekit.targets import profile_from_dict  # noqa: E402
+
+N_EVAL = 64
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]  # N x 1 x 8 x 8
+    return x, d.target.astype(np.int64)
+
+
+def _tiny_cnn(x, y):
+    """Conv(1,8,3,pad 1) -> ReLU -> Flatten -> Linear(512,10), trained briefly on real digits so
+    that argmax means something (top-1 about 0.95)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(512, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny kernels: extra threads only spin, badly so on a busy machine
+    try:
+        for _ in range(120):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(xt), yt).backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval()
+
+
+def _data(inputs: dict, labels=None) -> Dataset:
+    return Dataset(inputs=inputs, labels=labels, path="mem", sha256="0", format="npz")
+
+
+def _target(precision="fp32", **extra):
+    raw = {"name": "test-litert", "description": "test", "arch": "aarch64", "isa": ["neon", "dotprod"],
+           "runtime": "litert", "device": "CPU", "precision": precision, "threads": 2, "static_shapes": True,
+           **extra}
+    return profile_from_dict(raw, "test")
+
+
+def _run(runner, data: Dataset) -> np.ndarray:
+    return np.concatenate([runner(data.sample(i))[0] for i in range(len(data))])
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    x, y = _digits()
+    model = _tiny_cnn(x[:1200], y[:1200])
+    handle = ModelHandle(kind="python", spec="test", sha256="0",
+                         inputs=[TensorSpec("x", (None, 1, 8, 8), "float32")], outputs=["logits"], module=model)
+    calib = _data({"x": x[:64]}, y[:64])
+    evals = _data({"x": x[1200:1200 + N_EVAL]}, y[1200:1200 + N_EVAL])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(evals.inputs["x"])).numpy()
+    backend = LiteRtBackend()
+    backend.available()
+    fp32 = backend.export(handle, _target(), tmp_path_factory.mktemp("litert"), calib.inputs)
+    return {"handle": handle, "calib": calib, "evals": evals, "ref": ref, "backend": backend, "fp32": fp32}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "int8-dynamic"])
+def test_precision_parity(setup, tmp_path, precision):
+    b = setup["backend"]
+    art = b.quantize(setup["fp32"], setup["handle"], _target(precision), setup["calib"], tmp_path)
+    assert art.precision == precision and art.runtime == "litert"
+    assert [f.name for f in art.files] == ["model.tflite"] and art.path.is_file()
+    got = _run(b.open(art, 2), setup["evals"])
+    ref = setup["ref"]
+    diff = float(np.abs(got - ref).max())
+    agree = float(np.mean(got.argmax(1) == ref.argmax(1)))
+    print(f"litert {precision}: max_abs_diff={diff:.3g} top1_agreement={agree:.3f} size={art.size_bytes}")
+    tol = PARITY_TOLERANCE[precision]
+    if "max_abs_diff" in tol:
+        assert diff < tol["max_abs_diff"], diff
+    if "min_top1_agreement" in tol:
+        assert agree >= tol["min_top1_agreement"], agree
+    if precision == "fp32":
+        assert art is setup["fp32"]
+        assert art.details["batch"] == 1
+    else:
+        q = art.details["quantization"]
+        # smaller weights: f16 about half, int8 about a quarter of the fp32 file
+        assert art.size_bytes < 0.7 * setup["fp32"].size_bytes, (art.size_bytes, setup["fp32"].size_bytes)
+        # inputs and outputs stay float32, so the harness feeds the bundle's samples as they are
+        assert q["io_dtypes"] == {"inputs": ["float32"], "outputs": ["float32"]}
+    if precision == "int8":
+        assert art.details["quantization"]["calibration_samples"] == 64
+
+
+def test_static_batch_one_and_larger_feeds(setup):
+    run = setup["backend"].open(setup["fp32"], 1)
+    shape = run.interpreter.get_input_details()[0]["shape"]
+    assert list(shape) == [1, 1, 8, 8]
+    out = run({"x": setup["evals"].inputs["x"][:5]})  # run row by row at batch 1
+    assert out[0].shape == (5, 10)
+    np.testing.assert_allclose(out[0], setup["ref"][:5], atol=1e-4)
+
+
+def test_inputs_matched_by_position(tmp_path):
+    """Two inputs of the same shape: a swap would change the result."""
+
+    class TwoInputs(torch.nn.Module):
+        def forward(self, a, b):
+            return 2.0 * a - b
+
+    handle = ModelHandle(kind="python", spec="two", sha256="0",
+                         inputs=[TensorSpec("a", (None, 4), "float32"), TensorSpec("b", (None, 4), "float32")],
+                         outputs=["out"], module=TwoInputs().eval())
+    rng = np.random.default_rng(0)
+    feeds = {"a": rng.normal(size=(1, 4)).astype(np.float32), "b": rng.normal(size=(1, 4)).astype(np.float32)}
+    b = LiteRtBackend()
+    art = b.export(handle, _target(), tmp_path, feeds)
+    got = b.open(art, 1)({"b": feeds["b"], "a": feeds["a"]})[0]
+    np.testing.assert_allclose(got, 2.0 * feeds["a"] - feeds["b"], atol=1e-6)
+
+
+def test_onnx_source_is_refused(tmp_path):
+    handle = ModelHandle(kind="onnx", spec="m.onnx", sha256="0", inputs=[TensorSpec("x", (None, 4), "float32")],
+                         outputs=["y"], onnx_path=tmp_path / "m.onnx")
+    with pytest.raises(ConfigError, match="runtime 'litert' needs a PyTorch source.*TensorFlow"):
+        LiteRtBackend().export(handle, _target(), tmp_path, {"x": np.zeros((1, 4), np.float32)})
+
+
+def test_missing_runtime_names_the_extra(monkeypatch):
+    from edgekit.errors import MissingExtraError
+    monkeypatch.setitem(sys.modules, "litert_torch", None)  # find_spec -> None, import -> ImportError
+    with pytest.raises(MissingExtraError) as err:
+        LiteRtBackend().available()
+    assert err.value.extra == "litert" and "edgekit[litert]" in str(err.value) and "litert-torch" in str(err.value)

@@ -1,0 +1,173 @@
+"""OpenVINO backend against the real runtime: export, every precision, static shapes, an ONNX
+source, accuracy-aware int8; outputs compared with PyTorch (tolerances: PARITY_TOLERANCE)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("openvino")
+pytest.importorskip("nncf")
+pytest.importorskip("sklearn")
+
+from edgekit.backends.openvino import (PARITY_TOLERANCE, OpenVinoBackend,  # noqa: E402
+                                       quantize_with_accuracy_control)
+from edgekit.data import Dataset  # noqa: E402
+from edgekit.errors import MissingExtraError  # noqa: E402
+from edgekit.source import ModelHandle, TensorSpec  # noqa: E402
+from edgekit.targets import profile_from_dict  # noqa: E402
+
+N_EVAL = 64
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]  # N x 1 x 8 x 8
+    return x, d.target.astype(np.int64)
+
+
+def _tiny_cnn(x, y):
+    """Conv(1,8,3,pad 1) -> ReLU -> Flatten -> Linear(512,10), trained briefly on real digits so
+    that argmax means something (top-1 about 0.95)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(512, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny kernels: extra threads only spin, badly so on a busy machine
+    try:
+        for _ in range(120):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(xt), yt).backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval()
+
+
+def _data(x, labels=None) -> Dataset:
+    return Dataset(inputs={"x": x}, labels=labels, path="mem", sha256="0", format="npz")
+
+
+def _target(precision="fp32", **extra):
+    raw = {"name": "test-ov", "description": "test", "arch": "x86_64", "isa": ["avx2", "fma"],
+           "runtime": "openvino", "device": "CPU", "precision": precision, "threads": 2, **extra}
+    return profile_from_dict(raw, "test")
+
+
+def _run(runner, data: Dataset) -> np.ndarray:
+    return np.concatenate([runner(data.sample(i))[0] for i in range(len(data))])
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    x, y = _digits()
+    model = _tiny_cnn(x[:1200], y[:1200])
+    handle = ModelHandle(kind="python", spec="test", sha256="0",
+                         inputs=[TensorSpec("x", (None, 1, 8, 8), "float32")], outputs=["logits"], module=model)
+    calib = _data(x[:64], y[:64])
+    evals = _data(x[1200:1200 + N_EVAL], y[1200:1200 + N_EVAL])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(evals.inputs["x"])).numpy()
+    work = tmp_path_factory.mktemp("ov")
+    backend = OpenVinoBackend()
+    backend.available()
+    fp32 = backend.export(handle, _target(), work, calib.inputs)
+    return {"x": x, "y": y, "model": model, "handle": handle, "calib": calib, "evals": evals, "ref": ref,
+            "backend": backend, "fp32": fp32}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "int8-dynamic"])
+def test_precision_parity(setup, tmp_path, precision):
+    b = setup["backend"]
+    art = b.quantize(setup["fp32"], setup["handle"], _target(precision), setup["calib"], tmp_path)
+    assert art.precision == precision and art.runtime == "openvino"
+    assert [f.name for f in art.files] == ["model.xml", "model.bin"] and all(f.is_file() for f in art.files)
+    got = _run(b.open(art, 2), setup["evals"])
+    ref = setup["ref"]
+    diff = float(np.abs(got - ref).max())
+    agree = float(np.mean(got.argmax(1) == ref.argmax(1)))
+    print(f"openvino {precision}: max_abs_diff={diff:.3g} top1_agreement={agree:.3f} size={art.size_bytes}")
+    tol = PARITY_TOLERANCE[precision]
+    if "max_abs_diff" in tol:
+        assert diff < tol["max_abs_diff"], diff
+    if "min_top1_agreement" in tol:
+        assert agree >= tol["min_top1_agreement"], agree
+    if precision == "fp32":
+        assert art is setup["fp32"]
+    else:
+        assert "quantization" in art.details
+        assert art.size_bytes < setup["fp32"].size_bytes  # f16 or int8 weights
+    if precision == "int8":
+        q = art.details["quantization"]
+        assert q["calibration_samples"] == 64 and q["overflow_fix"] == "first_layer_only"  # AVX2, no VNNI
+
+
+def test_io_names_and_dynamic_batch(setup):
+    import openvino as ov
+    m = ov.Core().read_model(str(setup["fp32"].path))
+    assert [p.get_any_name() for p in m.inputs] == ["x"]
+    assert [p.get_any_name() for p in m.outputs] == ["logits"]
+    assert m.inputs[0].get_partial_shape().is_dynamic
+    run = setup["backend"].open(setup["fp32"], 1)
+    out = run({"x": setup["evals"].inputs["x"][:5]})  # batch 5 through a dynamic-batch IR
+    assert out[0].shape == (5, 10)
+    np.testing.assert_allclose(out[0], setup["ref"][:5], atol=1e-4)
+
+
+def test_static_shapes(setup, tmp_path):
+    import openvino as ov
+    b = setup["backend"]
+    art = b.export(setup["handle"], _target(static_shapes=True), tmp_path, setup["calib"].inputs)
+    shape = ov.Core().read_model(str(art.path)).inputs[0].get_partial_shape()
+    assert shape.is_static and shape.to_shape() == [1, 1, 8, 8]
+    assert art.details["static_shapes"] is True
+    got = _run(b.open(art, 2), setup["evals"])
+    assert np.abs(got - setup["ref"]).max() < PARITY_TOLERANCE["fp32"]["max_abs_diff"]
+    # the NPU path: static shapes and int8 (compiled here for CPU)
+    q = b.quantize(art, setup["handle"], _target("int8", static_shapes=True, device="NPU"), setup["calib"], tmp_path)
+    assert q.details["quantization"]["target_device"] == "NPU"
+    assert ov.Core().read_model(str(q.path)).inputs[0].get_partial_shape().is_static
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter, used on purpose
+def test_onnx_source(setup, tmp_path):
+    path = tmp_path / "tiny.onnx"
+    torch.onnx.export(setup["model"], (torch.from_numpy(setup["calib"].inputs["x"][:1]),), str(path),
+                      input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    handle = ModelHandle(kind="onnx", spec=str(path), sha256="0", inputs=[TensorSpec("x", (None, 1, 8, 8), "float32")],
+                         outputs=["logits"], onnx_path=path)
+    b = setup["backend"]
+    art = b.export(handle, _target(), tmp_path / "dyn", setup["calib"].inputs)
+    assert "onnx" in art.details["exporter"]
+    got = _run(b.open(art, 2), setup["evals"])
+    assert np.abs(got - setup["ref"]).max() < PARITY_TOLERANCE["fp32"]["max_abs_diff"]
+    static = b.export(handle, _target(static_shapes=True), tmp_path / "static", setup["calib"].inputs)
+    import openvino as ov
+    assert ov.Core().read_model(str(static.path)).inputs[0].get_partial_shape().to_shape() == [1, 1, 8, 8]
+
+
+def test_accuracy_control(setup, tmp_path):
+    x, y = setup["x"], setup["y"]
+    validation = _data(x[1300:1500], y[1300:1500])
+    art = quantize_with_accuracy_control(setup["fp32"], setup["handle"], _target("int8"), setup["calib"],
+                                         validation, 0.01, tmp_path)
+    assert art.precision == "int8" and art.details["quantization"]["accuracy_control"]["max_drop"] == 0.01
+    b = setup["backend"]
+    acc_fp32 = float(np.mean(_run(b.open(setup["fp32"], 2), validation).argmax(1) == validation.labels))
+    acc_int8 = float(np.mean(_run(b.open(art, 2), validation).argmax(1) == validation.labels))
+    print(f"openvino accuracy control: fp32 top1={acc_fp32:.3f} int8 top1={acc_int8:.3f}")
+    assert acc_fp32 - acc_int8 <= 0.01 + 1e-9
+
+
+def test_missing_runtime_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    with pytest.raises(MissingExtraError) as err:
+        OpenVinoBackend().available()
+    assert err.value.extra == "openvino" and "edgekit[openvino]" in str(err.value)
