@@ -10,6 +10,19 @@ import numpy as np
 from .data import Dataset
 
 
+# How far an artifact's outputs may stray from PyTorch's on the same inputs, per precision, for
+# every backend (tests/backends assert these; the README cites them). fp32: summation order and
+# converter rewrites only. fp16: f16 weights (f32 compute on x86 CPUs). int8: judged on top-1
+# agreement, since logits move by about one quantization step (and full-integer LiteRT outputs
+# saturate at the calibrated range).
+PARITY_TOLERANCE = {
+    "fp32": {"max_abs_diff": 1e-4},
+    "fp16": {"max_abs_diff": 1e-2},
+    "int8": {"min_top1_agreement": 0.9},
+    "int8-dynamic": {"min_top1_agreement": 0.9},
+}
+
+
 @dataclasses.dataclass
 class Parity:
     stage: str

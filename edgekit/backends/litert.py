@@ -59,16 +59,6 @@ import numpy as np
 from ..errors import BackendError, ConfigError, MissingExtraError
 from .base import Artifact
 
-# How far an artifact's outputs may stray from PyTorch's on the same inputs (tests/backends and the
-# README cite these). fp32: converter rewrites only. fp16: f16 weights, dequantized to f32 at load.
-# int8 / int8-dynamic: judged on top-1 agreement with PyTorch.
-PARITY_TOLERANCE = {
-    "fp32": {"max_abs_diff": 1e-4},
-    "fp16": {"max_abs_diff": 1e-2},
-    "int8": {"min_top1_agreement": 0.9},
-    "int8-dynamic": {"min_top1_agreement": 0.9},
-}
-
 BATCH = 1  # every LiteRT artifact is exported at batch 1
 _INT_TYPES = (np.int8, np.uint8, np.int16)
 

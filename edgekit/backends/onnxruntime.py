@@ -186,13 +186,13 @@ def _export_optimum(handle, target, workdir, example, out):
     kwargs = dict(no_dynamic_axes=True, batch_size=1, sequence_length=seq) if target.static_shapes else {}
     try:
         with _quiet():
-            main_export(str(handle.hf_dir), tmp, task="text-classification", opset=17,
+            main_export(str(handle.hf_dir), tmp, task="text-classification", opset=OPSET,
                         do_validation=False, local_files_only=True, library_name="transformers", **kwargs)
     except Exception as exc:
         raise BackendError(f"{handle.spec}: optimum could not export this model to ONNX: "
                            f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
     shutil.move(str(tmp / "model.onnx"), out)
-    return out, {"exporter": "optimum", "opset": 17, "static_shapes": target.static_shapes}
+    return out, {"exporter": "optimum", "opset": OPSET, "static_shapes": target.static_shapes}
 
 
 def _export_torch(handle, target, example, out):

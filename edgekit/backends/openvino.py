@@ -39,16 +39,6 @@ import numpy as np
 from ..errors import BackendError, MissingExtraError
 from .base import Artifact
 
-# How far an artifact's outputs may stray from PyTorch's on the same inputs (tests/backends and the
-# README cite these). fp32: summation order only. fp16: f16 weights, f32 compute on x86.
-# int8: judged on top-1 agreement with PyTorch (logits move by about one quantization step).
-PARITY_TOLERANCE = {
-    "fp32": {"max_abs_diff": 1e-4},
-    "fp16": {"max_abs_diff": 1e-2},
-    "int8": {"min_top1_agreement": 0.9},
-    "int8-dynamic": {"min_top1_agreement": 0.9},
-}
-
 # Dynamic batch needs a traced batch that is not 1 (a size-1 dim may be specialised to a constant).
 _DYNAMIC_EXAMPLE_BATCH = 2
 

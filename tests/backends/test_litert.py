@@ -15,7 +15,8 @@ pytest.importorskip("sklearn")
 if importlib.util.find_spec("litert_torch") is None or importlib.util.find_spec("ai_edge_litert") is None:
     pytest.skip("litert-torch / ai-edge-litert not installed", allow_module_level=True)
 
-from edgekit.backends.litert import PARITY_TOLERANCE, LiteRtBackend  # noqa: E402
+from edgekit.backends.litert import LiteRtBackend  # noqa: E402
+from edgekit.parity import PARITY_TOLERANCE  # noqa: E402
 from edgekit.data import Dataset  # noqa: E402
 from edgekit.errors import ConfigError  # noqa: E402
 from edgekit.source import ModelHandle, TensorSpec  # noqa: E402

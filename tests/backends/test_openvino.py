@@ -13,7 +13,8 @@ pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 pytest.importorskip("sklearn")
 
-from edgekit.backends.openvino import (PARITY_TOLERANCE, OpenVinoBackend,  # noqa: E402
+from edgekit.parity import PARITY_TOLERANCE  # noqa: E402
+from edgekit.backends.openvino import (OpenVinoBackend,  # noqa: E402
                                        quantize_with_accuracy_control)
 from edgekit.data import Dataset  # noqa: E402
 from edgekit.errors import MissingExtraError  # noqa: E402
