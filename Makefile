@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 # torch pulled in by another package) downloads a multi-GB CUDA build. Installed first.
 TORCH   := torch==2.13.0
 
-.PHONY: install demo test test-fast bench clean ssh-server
+.PHONY: install demo test test-fast bench clean ssh-server chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,7 +27,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/edgekit demo --out build/demo
 
-test: $(STAMP)
+# Headless Chromium renders the HTML gate report in tests/test_html.py (those tests skip, naming
+# chromium, where it cannot be installed: no apt-get or not root).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium not installed: tests/test_html.py will skip rendering the HTML report"
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)

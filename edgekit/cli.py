@@ -1,6 +1,7 @@
 """`edgekit` command line: a thin layer over the Python API.
 
-Every EdgekitError becomes one line on stderr and exit code 2; `gate` exits 1 when a budget fails.
+Every EdgekitError becomes one line on stderr and exit code 2; `gate` exits 1 when a budget fails
+and 3 when a baseline comparison is inconclusive (docs/TRUST.md).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def cmd_convert(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import bench, summary_row
     report = bench(args.bundle, args.out, runs=args.runs, warmup=args.warmup, min_seconds=args.min_seconds,
-                   warmup_seconds=args.warmup_seconds, trials=args.trials, threads=args.threads)
+                   warmup_seconds=args.warmup_seconds, trials=args.trials, threads=args.threads,
+                   pubkey=args.pubkey)
     row = summary_row(report)
     out = args.out or str(Path(args.bundle) / "report.json")
     acc = "n/a" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
@@ -125,9 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--warmup-seconds", type=float, help="minimum warm-up seconds (default 2)")
     s.add_argument("--trials", type=int, help="fresh processes (default 3)")
     s.add_argument("--threads", type=int, help="override the profile's threads")
+    s.add_argument("--pubkey", metavar="KEY", help="require manifest.sig to verify with this public key (PREFIX.pub)")
     s.set_defaults(func=cmd_bench)
 
-    s = sub.add_parser("gate", help="check reports against their targets' budgets; exit 0 pass, 1 fail, 2 bad input")
+    s = sub.add_parser("gate", help="check reports against their targets' budgets; exit 0 pass, 1 fail, 2 bad input, "
+                                    "3 inconclusive (--baseline)")
     s.add_argument("reports", nargs="+")
     s.add_argument("--markdown", metavar="FILE", help="write a Markdown summary (PR comment / CI step summary)")
     s.add_argument("--junit", metavar="FILE", help="write JUnit XML (one testcase per budget)")

@@ -9,6 +9,7 @@ The source is loaded (and, with a recipe, compressed) once; each target gets its
 from __future__ import annotations
 
 import dataclasses
+import json
 import platform
 import shutil
 from pathlib import Path
@@ -168,6 +169,13 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
         save_npz(tmp / "validation.npz", {**{f"input.{k}": v for k, v in prep.validation.inputs.items()},
                                           "labels": prep.validation.labels.astype(np.int64)})
         copy_harness(tmp / "harness")
+        # Drift reference (docs/TRUST.md): inputs of calibration + validation, the artifact's outputs
+        # on validation. A hashed file of its own keeps manifest.json readable.
+        from .trust.drift import reference_stats
+        from .trust.provenance import source_commit
+        reference = reference_stats([prep.calibration, prep.validation], {names[0]: logits})
+        (tmp / "drift_reference.json").write_text(json.dumps(reference, separators=(",", ":")) + "\n",
+                                                  encoding="utf-8")
         (tmp / "README.txt").write_text(_readme(name, target, main_file.name), encoding="utf-8")
 
         atol, rtol, top1 = SELFCHECK_TOL[art.precision]
@@ -192,7 +200,10 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
             "source": {**prep.handle.describe(), "accuracy": prep.source_accuracy,
                        "per_class_accuracy": prep.source_per_class},
             "data": {"calibration": prep.calibration.describe(), "validation": prep.validation.describe()},
-            "provenance": {"license": license or "unknown", "provenance": provenance or "unknown"},
+            "provenance": {"license": license or "unknown", "provenance": provenance or "unknown",
+                           **source_commit(prep.handle.spec)},
+            "drift": {"file": "drift_reference.json", "schema": reference["schema"],
+                      "features": len(reference["features"])},
             "versions": _versions(target.runtime),
             "selfcheck": {"file": "samples.npz", "n": len(prep.samples), "atol": atol, "rtol": rtol,
                           "min_top1_agreement": top1},

@@ -63,6 +63,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--trials", type=int, default=3, help="trials, each in a fresh process (3)")
     p.add_argument("--threads", type=int, help="runtime threads (default: manifest runtime_settings)")
     p.add_argument("--skip-accuracy", action="store_true", help="do not run the validation set")
+    p.add_argument("--skip-robustness", action="store_true", help="do not run the robustness suite")
+    p.add_argument("--pubkey", type=Path, help="Ed25519 public key (PEM): refuse a bundle whose manifest.sig "
+                   "does not verify with it (edgekit convert --sign)")
+    p.add_argument("--log-field", type=Path, metavar="DIR", help="log the validation run's inputs and outputs "
+                   "to a bounded rolling JSONL log in DIR (for edgekit drift)")
+    p.add_argument("--log-max-mb", type=float, default=16.0, help="size bound of the --log-field log (16 MiB)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--_trial", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -74,6 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         v = getattr(a, name)
         if not v >= 0.0 or v == float("inf"):
             p.error(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v}")
+    if not a.log_max_mb > 0.0 or a.log_max_mb == float("inf"):
+        p.error(f"--log-max-mb must be a finite number > 0, got {a.log_max_mb}")
     return a
 
 
@@ -119,7 +127,7 @@ def self_check(adapter, bundle: Path, manifest: dict) -> dict:
     return check.result()
 
 
-def accuracy(adapter, bundle: Path, manifest: dict) -> dict:
+def accuracy(adapter, bundle: Path, manifest: dict, field_log=None) -> dict:
     """Step 4: top-1 of the exact artifact on every validation sample, at batch 1."""
     val = manifest.get("validation") or {}
     source = (manifest.get("source") or {}).get("accuracy")
@@ -137,7 +145,13 @@ def accuracy(adapter, bundle: Path, manifest: dict) -> dict:
     if labels.shape[0] != n:
         raise B.BundleError(f"{path}: {labels.shape[0]} labels for {n} samples")
     first = adapter.output_names[0]
-    preds = [int(S.top1(adapter.run(B.batch(inputs, i))[first])[0]) for i in range(n)]
+    preds = []
+    for i in range(n):
+        x = B.batch(inputs, i)
+        got = adapter.run(x)
+        if field_log is not None:  # --log-field: _ek_fieldlog.py
+            field_log.log(x, got)
+        preds.append(int(S.top1(got[first])[0]))
     out = S.accuracy_section(preds, labels, source)
     out["skipped"] = False
     return out
@@ -179,6 +193,12 @@ def run(args, bundle: Path) -> int:
     model = manifest["model"]
     threads = _threads(args, manifest)
 
+    signature = {"checked": False}
+    if args.pubkey:  # signature first: it authenticates the manifest whose hashes are checked next
+        import _ek_sign
+        signature = {"checked": True, "verified": True,
+                     "key_id": _ek_sign.verify_manifest(bundle, args.pubkey, manifest_sha)}
+        say(f"manifest.sig verified with {args.pubkey} (key id {signature['key_id']})")
     n_files = B.verify_files(bundle, manifest)
     say(f"bundle {bundle} ({model['runtime']}, {model.get('precision')}): {n_files} files verified")
 
@@ -203,7 +223,11 @@ def run(args, bundle: Path) -> int:
                    "manifest_sha256": manifest_sha, "model_sha256": manifest["files"][model["file"]],
                    "model_file": model["file"], "runtime": model["runtime"],
                    "precision": model.get("precision"),
-                   "integrity": {"verified": True, "n_files": n_files}},
+                   "integrity": {"verified": True, "n_files": n_files}, "signature": signature},
+        "provenance": {**(manifest.get("provenance") or {}),
+                       "source_sha256": (manifest.get("source") or {}).get("sha256"),
+                       "data_sha256": {k: (v or {}).get("sha256") for k, v in (manifest.get("data") or {}).items()
+                                       if isinstance(v, dict)}},
         "target": manifest.get("target"),
         "environment": env, "settings": settings, "self_check": check,
         "cold_start": None, "latency": None, "memory": None,
@@ -239,11 +263,22 @@ def run(args, bundle: Path) -> int:
         adapter = open_adapter(bundle, manifest, threads)
         adapter.import_runtime()
         adapter.load()
-        acc = accuracy(adapter, bundle, manifest)
+        field_log = None
+        if args.log_field:
+            from _ek_fieldlog import FieldLog
+            field_log = FieldLog(args.log_field, args.log_max_mb)
+        acc = accuracy(adapter, bundle, manifest, field_log)
         adapter.close()
+        if field_log is not None:
+            field_log.close()
+            report["field_log"] = field_log.describe()
+            say(f"field log: {field_log.records} records -> {args.log_field}")
         if not acc.get("skipped"):
             say(f"accuracy {acc['value']:.4f} on {acc['n']} samples (source {acc['source_value']})")
     report["accuracy"] = acc
+    if not args.skip_robustness:  # _ek_robust.py: odd inputs (in child processes), noise, agreement
+        import _ek_robust
+        report["robustness"] = _ek_robust.robustness(bundle, manifest, threads, say)
     report["harness"]["duration_s"] = round(time.time() - t_start, 3)
     B.write_json_atomic(out_path, report)
     lat, mem = report["latency"], report["memory"]

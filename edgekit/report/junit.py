@@ -1,6 +1,7 @@
 """A gate result as JUnit XML: one <testsuite> per report, one <testcase> per check.
 
-fail -> <failure>, skip -> <skipped>, warn -> a passing test whose <system-out> says why.
+fail -> <failure>, inconclusive -> <failure type="Inconclusive"> (never a pass: rerun as the message
+says), skip -> <skipped>, warn -> a passing test whose <system-out> says why.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def to_junit(result: "GateResult") -> str:
         checks = result.checks_for(i)
         target = report.get("target", {}).get("name", "unknown")
         env = report.get("environment", {})
-        counts = {"tests": len(checks), "failures": sum(c.status == "fail" for c in checks),
+        counts = {"tests": len(checks), "failures": sum(c.status in ("fail", "inconclusive") for c in checks),
                   "skipped": sum(c.status == "skip" for c in checks)}
         suite = ET.SubElement(root, "testsuite", name=report.get("bundle", {}).get("name", f"report[{i}]"),
                               errors="0", time="0", **{k: str(v) for k, v in counts.items()})
@@ -45,6 +46,8 @@ def to_junit(result: "GateResult") -> str:
             case = ET.SubElement(suite, "testcase", classname=f"edgekit.{c.target}", name=c.budget, time="0")
             if c.status == "fail":
                 ET.SubElement(case, "failure", message=_message(c), type="BudgetExceeded").text = _message(c)
+            elif c.status == "inconclusive":
+                ET.SubElement(case, "failure", message=_message(c), type="Inconclusive").text = _message(c)
             elif c.status == "skip":
                 ET.SubElement(case, "skipped", message=_message(c))
             elif c.status == "warn":

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from ..gate import GateResult
 
-VERDICT = {"pass": "✅ PASS", "fail": "❌ FAIL"}
-STATUS = {"pass": "✅ pass", "fail": "❌ fail", "warn": "⚠️ warn", "skip": "⏭️ skip"}
+VERDICT = {"pass": "✅ PASS", "fail": "❌ FAIL", "inconclusive": "❔ INCONCLUSIVE"}
+STATUS = {"pass": "✅ pass", "fail": "❌ fail", "warn": "⚠️ warn", "skip": "⏭️ skip", "inconclusive": "❔ inconclusive"}
 
 
 def _cell(text: Any) -> str:
@@ -33,18 +33,19 @@ def environment_line(report: dict[str, Any]) -> str:
 
 
 def to_markdown(result: "GateResult") -> str:
-    from ..gate import format_value
+    from ..gate import format_value, verdict_of
 
     counts = result.counts()
     summary = ", ".join(f"{n} {s}" for s, n in (("passed", counts["pass"]), ("failed", counts["fail"]),
-                                                ("warnings", counts["warn"]), ("skipped", counts["skip"])) if n)
+                                                ("warnings", counts["warn"]), ("skipped", counts["skip"]),
+                                                ("inconclusive", counts.get("inconclusive", 0))) if n)
     lines = [f"## {VERDICT[result.verdict]} edgekit gate", "",
              f"{len(result.reports)} report(s): {summary or 'no checks'}.", ""]
     for i, report in enumerate(result.reports):
         checks = result.checks_for(i)
         target = report.get("target", {}).get("name", "?")
         bundle = report.get("bundle", {}).get("name", "?")
-        verdict = "fail" if any(c.status == "fail" for c in checks) else "pass"
+        verdict = verdict_of(checks)
         lines += [f"### {VERDICT[verdict]} `{_cell(bundle)}` on target `{_cell(target)}`", "",
                   environment_line(report), "",
                   "| budget | limit | measured | statistic | status |",
