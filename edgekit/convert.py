@@ -65,6 +65,7 @@ class Prepared:
     reference: list[np.ndarray]          # source outputs on the self-check samples
     source_accuracy: float = float("nan")  # filled by score_source(), after the cheap checks
     source_per_class: dict[str, float] = dataclasses.field(default_factory=dict)
+    estimates: dict[str, Estimate] = dataclasses.field(default_factory=dict)  # by precision
 
 
 def _bind_specs(handle: ModelHandle, data: Dataset) -> None:
@@ -124,7 +125,7 @@ def bundle_name(target: TargetProfile, precision: str, base_precision: str) -> s
 
 def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
                 license: str = "unknown", provenance: str = "unknown", label: str | None = None,
-                extra_manifest: dict | None = None) -> BundleResult:
+                extra_manifest: dict | None = None, check_budgets: bool = True) -> BundleResult:
     backend = get_backend(target.runtime)
     backend.available()
     with BundleWriter(out / name) as tmp:
@@ -143,7 +144,8 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
         outcome = control(backend, fp, art, evaluate(art), prep.source_accuracy, prep.handle, target,
                           prep.calibration, prep.validation, work, evaluate)
         art = outcome.artifact
-        check_size(target, art.size_bytes)
+        if check_budgets:
+            check_size(target, art.size_bytes)
         runner = backend.open(art, 1)
         expected = run_all(runner, prep.samples)
         if art is not fp:
@@ -195,6 +197,7 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
                            "parity": [p.to_dict() for p in parity],
                            "accuracy_control": outcome.to_dict(),
                            "estimate": estimate_for(prep, target).to_dict(),
+                           "budgets_checked_at_conversion": check_budgets,
                            "accuracy": {"metric": "top1", "n": len(prep.validation), "value": acc,
                                         "per_class": per_class_accuracy(logits, prep.validation.labels)}},
             "source": {**prep.handle.describe(), "accuracy": prep.source_accuracy,
@@ -216,14 +219,19 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
 
 
 def estimate_for(prep: Prepared, target: TargetProfile) -> Estimate:
-    """Size and memory estimate before export (ONNX sources: from their initializers)."""
-    if prep.handle.module is not None:
-        return estimate(prep.handle.module, prep.samples.inputs, prep.handle.input_names, target.precision)
-    import onnx
-    from .budget import BYTES_PER_WEIGHT, MB
-    model = onnx.load(str(prep.handle.onnx_path), load_external_data=False)
-    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
-    return Estimate(params, params * BYTES_PER_WEIGHT[target.precision] / MB, 0.0)
+    """Size and memory estimate before export (ONNX sources: from their initializers); one forward
+    pass per precision at most, shared by every target."""
+    if target.precision not in prep.estimates:
+        if prep.handle.module is not None:
+            est = estimate(prep.handle.module, prep.samples.inputs, prep.handle.input_names, target.precision)
+        else:
+            import onnx
+            from .budget import BYTES_PER_WEIGHT, MB
+            model = onnx.load(str(prep.handle.onnx_path), load_external_data=False)
+            params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
+            est = Estimate(params, params * BYTES_PER_WEIGHT[target.precision] / MB, 0.0)
+        prep.estimates[target.precision] = est
+    return prep.estimates[target.precision]
 
 
 def _io_spec(spec: TensorSpec, target: TargetProfile) -> dict:
@@ -247,7 +255,7 @@ def convert(source: str | ModelHandle, targets: Iterable[str | TargetProfile] | 
             validation: str, out: str | Path, *, precisions: list[str] | None = None,
             targets_dir: str | None = None, license: str = "unknown", provenance: str = "unknown",
             sequence_length: int | None = None, tokenizer: str | None = None, label: str | None = None,
-            progress: bool = True) -> list[BundleResult]:
+            ignore_budgets: bool = False, progress: bool = True) -> list[BundleResult]:
     """Convert one source model for every target (and precision); returns one result per bundle."""
     specs = [targets] if isinstance(targets, (str, TargetProfile)) else list(targets)
     profiles = load_targets(specs, targets_dir)
@@ -258,7 +266,8 @@ def convert(source: str | ModelHandle, targets: Iterable[str | TargetProfile] | 
     jobs = [(t.with_precision(p), bundle_name(t, p, t.precision)) for t in profiles
             for p in (precisions or [t.precision])]
     for target, _ in jobs:  # everything that can be refused is refused before any export
-        check_estimate(target, estimate_for(prep, target))
+        if not ignore_budgets:
+            check_estimate(target, estimate_for(prep, target))
         if target.precision == "int8" and len(prep.calibration) < target.calibration_samples:
             raise DataError(f"{calibration}: {len(prep.calibration)} calibration samples, fewer than the "
                             f"{target.calibration_samples} that profile {target.name} asks for (calibration_samples)")
@@ -270,5 +279,5 @@ def convert(source: str | ModelHandle, targets: Iterable[str | TargetProfile] | 
         for target, name in jobs:
             advance(f"{name} ({target.runtime}, {target.precision})")
             results.append(convert_one(prep, target, out, name=name, license=license,
-                                       provenance=provenance, label=label))
+                                       provenance=provenance, label=label, check_budgets=not ignore_budgets))
     return results

@@ -62,3 +62,11 @@ def test_memory_estimate_against_device_memory(digits_example, tmp_path):
     with pytest.raises(BudgetError, match="memory .* MB \\(estimated: weights \\+ batch-1 activations\\) > budget 0.01 MB"):
         convert(str(digits_example["model"]), [str(prof)], str(digits_example["calibration"]),
                 str(digits_example["validation"]), tmp_path / "out", progress=False)
+
+
+def test_ignore_budgets_converts_a_baseline_and_says_so(digits_example, tmp_path):
+    prof = _profile(tmp_path, "tiny-mcu", "", "model_size_mb = 0.01\n")
+    r = convert(str(digits_example["model"]), [str(prof)], str(digits_example["calibration"]),
+                str(digits_example["validation"]), tmp_path / "out", precisions=["fp32"],
+                ignore_budgets=True, progress=False)[0]
+    assert read_manifest(r.path)["conversion"]["budgets_checked_at_conversion"] is False
