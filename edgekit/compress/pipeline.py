@@ -1,0 +1,341 @@
+"""Run a recipe's stages on a PyTorch model, measuring after each one.
+
+``run_recipe(handle, recipe, train, validation)`` returns the compressed ModelHandle and one row
+per stage (row 0 = the source model): parameters, MACs at batch 1, fp32 file size (and the same
+file zlib-compressed: the only figure unstructured sparsity changes), PyTorch latency at batch 1
+on one thread (median), validation accuracy and its drop against the source, per-class accuracy
+and the largest per-class drop, the stage's hyperparameters, what was built or removed, and the
+training history. Drops are fractions (0.03 = 3 points), always against the source model.
+
+A stage over its ``max_accuracy_drop`` / ``max_class_accuracy_drop`` raises BudgetError (with
+``.stages`` holding the rows so far), or, with ``on_fail = "keep_last_good"``, is discarded and
+the pipeline ends with the model from before that stage (later stages are marked skipped).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..data import Dataset
+from ..errors import BudgetError, ConfigError, DataError
+from ..source import ModelHandle
+from .recipe import Recipe, Stage, load_recipe
+
+
+def run_recipe(handle: ModelHandle, recipe: Recipe | str | Path, train: Dataset, validation: Dataset,
+               progress: bool = True, *, latency_runs: int = 50) -> tuple[ModelHandle, list[dict[str, Any]]]:
+    """Run every stage of `recipe` on `handle`'s PyTorch module (the handle itself is not changed);
+    returns (handle of the compressed model, stage rows)."""
+    import torch
+
+    from ..hashing import sha256_state_dict
+    from ..parity import accuracy, per_class_accuracy
+    from . import _torch as T
+
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    if handle.module is None:
+        raise ConfigError(f"{recipe.path}: {handle.spec} is an ONNX model; distillation and pruning need a "
+                          "PyTorch source (path/file.py:factory, a .pt2 program or a Hugging Face directory)")
+    names = handle.input_names
+    T.check_inputs(train, names, "training")
+    T.check_inputs(validation, names, "validation")
+    if validation.labels is None:
+        raise DataError(f"{validation.path}: the validation set has no labels; a compression recipe "
+                        "measures accuracy after every stage")
+    id2label = {str(k): str(v) for k, v in (handle.metadata.get("id2label") or {}).items()}
+
+    with T.threads(recipe.threads), _Bars(progress) as bars:
+        ex1 = T.batch(validation, names, slice(0, 1))
+        ex2 = T.batch(train, names, slice(0, min(2, len(train))))
+        try:
+            with torch.inference_mode():
+                n_classes = int(T.logits_of(handle.module(*ex2)).shape[-1])
+        except Exception as exc:
+            shapes = ", ".join(f"{n}: {'x'.join(map(str, a.shape[1:]))} {a.dtype}" for n, a in
+                               ((n, train.inputs[n]) for n in names))
+            raise DataError(f"{train.path}: the model cannot take the training inputs ({shapes}): "
+                            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
+        for data, role in ((train, "training"), (validation, "validation")):
+            if data.labels is not None and len(data.labels) and (data.labels.min() < 0 or data.labels.max() >= n_classes):
+                raise DataError(f"{data.path}: {role} labels range {int(data.labels.min())}-{int(data.labels.max())}; "
+                                f"the model has {n_classes} outputs (classes 0-{n_classes - 1})")
+        source = T.lift_graph_module(handle.module, ex2)
+
+        def measure(model) -> dict[str, Any]:
+            logits = T.predict(model, validation, names)
+            size, packed = T.sizes(model)
+            return {"params": T.count_params(model), "macs": T.count_macs(model, ex1),
+                    "size_mb": size / 1e6, "compressed_mb": packed / 1e6, "sparsity": T.sparsity(model),
+                    "latency_ms": T.latency_ms(model, ex1, runs=latency_runs),
+                    "accuracy": accuracy(logits, validation.labels),
+                    "per_class_accuracy": per_class_accuracy(logits, validation.labels)}
+
+        t0 = time.perf_counter()
+        base = measure(source)
+        rows = [_row(0, "source", "source", "source", base, base, id2label, seconds=time.perf_counter() - t0)]
+        current, kept = source, []
+        n = len(recipe.stages)
+        for stage in recipe.stages:
+            where = f"{recipe.path}: stage {stage.index}"
+            t0 = time.perf_counter()
+            bar = bars.stage(f"stage {stage.index}/{n} {stage.label}")
+            ctx = _Ctx(names, train, validation, handle.is_transformer, n_classes, ex2, where, recipe.path, bar)
+            if stage.kind == "distill":
+                model, info = _distill(stage, current, ctx)
+            else:
+                model, info = _prune(stage, current, ctx)
+            m = measure(model)
+            row = _row(stage.index, stage.label, stage.kind, "kept", m, base, id2label,
+                       seconds=time.perf_counter() - t0, stage=stage, info=info)
+            over = _over_budget(stage, row, base, id2label)
+            if over:
+                row["status"] = "over budget"
+                rows.append(row)
+                msg = (f"{where} ({stage.label}): {'; '.join(over)}")
+                if recipe.on_fail == "stop":
+                    err = BudgetError(f"{msg}; stopped (on_fail = 'stop'): relax the budget, change the stage, "
+                                      "or set on_fail = 'keep_last_good' to keep the model from before it")
+                    err.stages = rows
+                    raise err
+                row["status"] = "over budget: discarded"
+                row["note"] = msg
+                for rest in recipe.stages[stage.index:]:
+                    rows.append({"stage": rest.index, "name": rest.label, "kind": rest.kind, "status": "skipped",
+                                 "hyperparameters": rest.hyperparameters()})
+                break
+            rows.append(row)
+            current = model
+            kept.append(stage.label)
+
+    if not kept:
+        return handle, rows
+    T.set_train(current, False)
+    out = ModelHandle(handle.kind, handle.spec, sha256_state_dict(current),
+                      [dataclasses.replace(s) for s in handle.inputs], list(handle.outputs), module=current,
+                      task=handle.task, is_transformer=handle.is_transformer)
+    out.metadata = {**handle.metadata,
+                    "compressed": {"source_sha256": handle.sha256, "recipe": recipe.path, "stages": kept}}
+    if handle.hf_dir is not None:
+        # The compressed network no longer matches the directory's config.json (fewer layers, heads,
+        # FFN neurons): it is exported from the module, and the directory serves for its tokenizer.
+        out.metadata["tokenizer_dir"] = str(handle.hf_dir)
+    return out, rows
+
+
+# ---------------------------------------------------------------------------------------------
+# stages
+
+
+@dataclasses.dataclass
+class _Ctx:
+    names: list[str]
+    train: Dataset
+    validation: Dataset
+    is_transformer: bool
+    n_classes: int
+    args: tuple
+    where: str
+    recipe_path: str
+    bar: Callable
+
+
+def _epochs_bar(ctx: _Ctx, stage: Stage, epochs: int) -> Callable:
+    if epochs == 0:
+        return None
+    steps = (len(ctx.train) + stage.batch_size - 1) // stage.batch_size
+    return ctx.bar(steps * epochs)
+
+
+def _distill(stage: Stage, teacher, ctx: _Ctx):
+    from . import _torch as T
+    from . import distill, prune
+
+    def width(model, ratio):
+        return prune.structured(model, ctx.args, ratio=ratio, importance="magnitude", round_to=8,
+                                head=T.find_head(model, ctx.args, ctx.n_classes), is_transformer=False,
+                                where=ctx.where)
+
+    student, built = distill.build_student(stage, teacher, is_transformer=ctx.is_transformer, args=ctx.args,
+                                           recipe_path=ctx.recipe_path, where=ctx.where, prune_width=width)
+    pairs = None
+    if stage.hidden_loss_weight > 0:
+        pairs = distill.hidden_pairs(student, teacher, built.get("layers"), ctx.where)
+    student, trained = distill.train(student, teacher, names=ctx.names, train_data=ctx.train,
+                                     validation=ctx.validation, stage=stage, epochs=stage.epochs,
+                                     is_transformer=ctx.is_transformer, pairs=pairs,
+                                     progress=_epochs_bar(ctx, stage, stage.epochs))
+    return student, {"structure": built, "training": trained}
+
+
+def _prune(stage: Stage, teacher, ctx: _Ctx):
+    import torch
+
+    from . import _torch as T
+    from . import distill, prune
+
+    model = copy.deepcopy(teacher)
+    head = T.find_head(model, ctx.args, ctx.n_classes)
+    if stage.method == "structured":
+        def gradients(m):  # Taylor importance: |w * dL/dw| over a few training batches
+            T.set_train(m, False)
+            bs = stage.batch_size
+            for s in range(0, min(len(ctx.train), 4 * bs), bs):
+                args = T.batch(ctx.train, ctx.names, slice(s, s + bs))
+                out = T.logits_of(m(*args))
+                if ctx.train.labels is not None:
+                    loss = torch.nn.functional.cross_entropy(
+                        out, torch.from_numpy(np.asarray(ctx.train.labels[s:s + bs], dtype=np.int64)))
+                else:
+                    with torch.no_grad():
+                        t = T.logits_of(teacher(*args))
+                    loss = distill.kd_loss(out, t, None, stage.temperature, 1.0)
+                loss.backward()
+
+        model, built = prune.structured(model, ctx.args, ratio=stage.ratio, importance=stage.importance,
+                                        round_to=stage.round_to, structures=stage.structures, head=head,
+                                        is_transformer=ctx.is_transformer, where=ctx.where, gradients=gradients)
+        pairs = distill.hidden_pairs(model, teacher, None, ctx.where) if stage.hidden_loss_weight > 0 else None
+        model, trained = distill.train(model, teacher, names=ctx.names, train_data=ctx.train,
+                                       validation=ctx.validation, stage=stage, epochs=stage.finetune_epochs,
+                                       is_transformer=ctx.is_transformer, pairs=pairs,
+                                       progress=_epochs_bar(ctx, stage, stage.finetune_epochs))
+        return model, {"structure": built, "training": trained}
+    layers = prune.magnitude_masks(model, stage.ratio, head)
+    if not layers:
+        raise ConfigError(f"{ctx.where}: method = 'magnitude' found no Conv/Linear layer to prune besides the head")
+    pairs = distill.hidden_pairs(model, teacher, None, ctx.where) if stage.hidden_loss_weight > 0 else None
+    model, trained = distill.train(model, teacher, names=ctx.names, train_data=ctx.train,
+                                   validation=ctx.validation, stage=stage, epochs=stage.finetune_epochs,
+                                   is_transformer=ctx.is_transformer, pairs=pairs,
+                                   progress=_epochs_bar(ctx, stage, stage.finetune_epochs))
+    prune.make_permanent(layers)
+    built = {"method": "magnitude (unstructured L1, per layer)", "ratio": stage.ratio, "layers": len(layers),
+             "note": "size only: zeroed weights keep their shapes; the compressed file shrinks, "
+                     "inference is not faster"}
+    return model, {"structure": built, "training": trained}
+
+
+# ---------------------------------------------------------------------------------------------
+# rows, budgets, table
+
+
+def _row(index: int, name: str, kind: str, status: str, m: dict, base: dict, id2label: dict,
+         seconds: float, stage: Stage | None = None, info: dict | None = None) -> dict[str, Any]:
+    drops = {c: base["per_class_accuracy"][c] - m["per_class_accuracy"].get(c, 0.0)
+             for c in base["per_class_accuracy"]}
+    worst = max(drops, key=lambda c: (drops[c], -int(c) if c.lstrip("-").isdigit() else 0)) if drops else None
+    row = {"stage": index, "name": name, "kind": kind, "status": status,
+           "params": m["params"], "macs": m["macs"], "size_mb": round(m["size_mb"], 6),
+           "compressed_mb": round(m["compressed_mb"], 6), "sparsity": round(m["sparsity"], 6),
+           "latency_ms": round(m["latency_ms"], 6),
+           "speedup": round(base["latency_ms"] / m["latency_ms"], 4) if m["latency_ms"] > 0 else None,
+           "accuracy": m["accuracy"], "accuracy_drop": round(base["accuracy"] - m["accuracy"], 6),
+           "per_class_accuracy": m["per_class_accuracy"],
+           "per_class_drop": {c: round(d, 6) for c, d in drops.items()},
+           "max_class_drop": round(drops[worst], 6) if worst is not None else 0.0,
+           "max_class_drop_class": id2label.get(worst, worst) if worst is not None else None,
+           "seconds": round(seconds, 2)}
+    if stage is not None:
+        hp = stage.hyperparameters()
+        if info and "training" in info:
+            hp["learning_rate"] = info["training"].get("learning_rate", hp["learning_rate"])
+        row["hyperparameters"] = hp
+    if info:
+        row.update(info)
+    if kind == "prune" and stage is not None and stage.method == "magnitude":
+        row["note"] = "size only (compressed file); not a speed-up"
+    return row
+
+
+def _over_budget(stage: Stage, row: dict, base: dict, id2label: dict) -> list[str]:
+    over = []
+    eps = 1e-9
+    if stage.max_accuracy_drop is not None and row["accuracy_drop"] > stage.max_accuracy_drop + eps:
+        over.append(f"validation accuracy {row['accuracy']:.4f} is {row['accuracy_drop']:.4f} below the "
+                    f"source's {base['accuracy']:.4f}, over max_accuracy_drop = {stage.max_accuracy_drop:g}")
+    if stage.max_class_accuracy_drop is not None and row["max_class_drop"] > stage.max_class_accuracy_drop + eps:
+        over.append(f"class {row['max_class_drop_class']!r} accuracy drops {row['max_class_drop']:.4f}, over "
+                    f"max_class_accuracy_drop = {stage.max_class_accuracy_drop:g}")
+    return over
+
+
+def _count(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(n)
+
+
+def render_stage_table(stages: list[dict[str, Any]], title: str | None = None):
+    """A rich Table of the stage rows (print it with a console from edgekit.progress.console())."""
+    from rich.table import Table
+    t = Table(title=title or "compression stages (validation accuracy; PyTorch latency at batch 1, 1 thread, median)")
+    cols = ("#", "stage", "status", "params", "MACs", "size MB", "zlib MB", "latency ms", "speed-up",
+            "accuracy", "drop", "worst class drop")
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("stage", "status") else "right")
+    for r in stages:
+        if r.get("status") == "skipped":
+            t.add_row(str(r["stage"]), r["name"], "[dim]skipped[/]", *["-"] * (len(cols) - 3))
+            continue
+        status = r["status"]
+        if status.startswith("over budget"):
+            status = f"[red]{status}[/]"
+        elif status == "kept":
+            status = "[green]kept[/]"
+        size = f"{r['size_mb']:.3f}"
+        if r.get("sparsity", 0) >= 0.01:
+            size += f" ({r['sparsity']:.0%} zeros)"
+        t.add_row(str(r["stage"]), r["name"], status, _count(r["params"]), _count(r["macs"]), size,
+                  f"{r['compressed_mb']:.3f}", f"{r['latency_ms']:.3f}",
+                  f"{r['speedup']:.2f}x" if r.get("speedup") else "-", f"{r['accuracy']:.4f}",
+                  f"{r['accuracy_drop']:+.4f}" if r["stage"] else "-",
+                  f"{r['max_class_drop']:+.4f} ({r['max_class_drop_class']})" if r["stage"] else "-")
+    return t
+
+
+# ---------------------------------------------------------------------------------------------
+# progress
+
+
+class _Bars:
+    """One rich progress bar per training stage (stderr; transient when not a terminal)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.progress = None
+
+    def __enter__(self) -> "_Bars":
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            console = Console(stderr=True)
+            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), console=console, transient=not console.is_terminal)
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def stage(self, label: str) -> Callable[[int], Callable[[int, str], None]]:
+        def make(total: int) -> Callable[[int, str], None]:
+            if self.progress is None:
+                return lambda advance, text: None
+            task = self.progress.add_task(label, total=max(total, 1))
+
+            def update(advance: int, text: str) -> None:
+                self.progress.update(task, advance=advance, description=f"{label}: {text}")
+            return update
+        return make
+
