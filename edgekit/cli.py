@@ -47,7 +47,8 @@ def cmd_convert(args) -> int:
     results = convert(args.source, args.target or [], args.calibration, args.validation, args.out,
                       precisions=args.precision, targets_dir=args.targets, license=args.license,
                       provenance=args.provenance, sequence_length=args.sequence_length,
-                      tokenizer=args.tokenizer, label=args.label, ignore_budgets=args.ignore_budgets)
+                      tokenizer=args.tokenizer, label=args.label, ignore_budgets=args.ignore_budgets,
+                      recipe=args.recipe, train=args.train)
     from rich.table import Table
     t = Table(title=f"edgekit convert -> {args.out}")
     for col in ("bundle", "precision", "size MB", "accuracy (dev)", "source acc", "drop", "parity (max abs / top-1)"):
@@ -116,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sequence-length", type=int, help="text models: tokenizer max length (default: the profile's)")
     s.add_argument("--tokenizer", help="tokenizer directory for JSONL data when the source is not a HF directory")
     s.add_argument("--label", help="a version label recorded in the manifest")
+    s.add_argument("--recipe", metavar="FILE", help="compression recipe (TOML): distillation / pruning stages "
+                                                   "run once before export (docs/COMPRESS.md)")
+    s.add_argument("--train", metavar="DATA", help="training data for the recipe's stages (same formats)")
     s.add_argument("--ignore-budgets", action="store_true",
                    help="convert even what cannot fit the profile's size/memory budgets (e.g. an fp32 baseline); "
                         "the gate still judges the device's report")

@@ -218,6 +218,29 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
                         prep.source_accuracy, [p.to_dict() for p in parity], outcome.result)
 
 
+def compress(handle: ModelHandle, recipe: str, train: str | None, validation: str, seq: int,
+             tokenizer: str | None, progress: bool):
+    """Run a recipe's stages on the source; returns (compressed handle, manifest section, tokenizer)."""
+    from .compress import load_recipe, render_stage_table, run_recipe
+    from .errors import BudgetError, ConfigError
+    from .progress import console
+    rec = load_recipe(recipe)  # validated before any long work
+    if not train:
+        raise ConfigError(f"{recipe}: a recipe needs --train DATA (the data its stages train on)")
+    tr = load_data(train, handle, sequence_length=seq, tokenizer_dir=tokenizer, role="training")
+    va = load_data(validation, handle, sequence_length=seq, tokenizer_dir=tokenizer, role="validation")
+    tok = tokenizer or (str(handle.hf_dir) if handle.hf_dir else None)
+    try:
+        compressed, stages = run_recipe(handle, rec, tr, va, progress=progress)
+    except BudgetError as exc:
+        if getattr(exc, "stages", None):
+            console().print(render_stage_table(exc.stages))
+        raise
+    if progress:
+        console().print(render_stage_table(stages))
+    return compressed, {"recipe": rec.to_dict(), "train": tr.describe(), "stages": stages}, tok
+
+
 def estimate_for(prep: Prepared, target: TargetProfile) -> Estimate:
     """Size and memory estimate before export (ONNX sources: from their initializers); one forward
     pass per precision at most, shared by every target."""
@@ -255,14 +278,20 @@ def convert(source: str | ModelHandle, targets: Iterable[str | TargetProfile] | 
             validation: str, out: str | Path, *, precisions: list[str] | None = None,
             targets_dir: str | None = None, license: str = "unknown", provenance: str = "unknown",
             sequence_length: int | None = None, tokenizer: str | None = None, label: str | None = None,
-            ignore_budgets: bool = False, progress: bool = True) -> list[BundleResult]:
-    """Convert one source model for every target (and precision); returns one result per bundle."""
+            ignore_budgets: bool = False, recipe: str | None = None, train: str | None = None,
+            progress: bool = True) -> list[BundleResult]:
+    """Convert one source model for every target (and precision); returns one result per bundle.
+    With a recipe, its stages (distillation, pruning) run once on the PyTorch model first."""
     specs = [targets] if isinstance(targets, (str, TargetProfile)) else list(targets)
     profiles = load_targets(specs, targets_dir)
     for t in profiles:  # fail on a missing runtime before any long work
         get_backend(t.runtime).available()
-    prep = prepare(source, calibration, validation,
-                   sequence_length=sequence_length or profiles[0].sequence_length, tokenizer=tokenizer)
+    seq = sequence_length or profiles[0].sequence_length
+    handle = source if isinstance(source, ModelHandle) else load(source)
+    compression = None
+    if recipe is not None:
+        handle, compression, tokenizer = compress(handle, recipe, train, validation, seq, tokenizer, progress)
+    prep = prepare(handle, calibration, validation, sequence_length=seq, tokenizer=tokenizer)
     jobs = [(t.with_precision(p), bundle_name(t, p, t.precision)) for t in profiles
             for p in (precisions or [t.precision])]
     for target, _ in jobs:  # everything that can be refused is refused before any export
@@ -272,6 +301,11 @@ def convert(source: str | ModelHandle, targets: Iterable[str | TargetProfile] | 
             raise DataError(f"{calibration}: {len(prep.calibration)} calibration samples, fewer than the "
                             f"{target.calibration_samples} that profile {target.name} asks for (calibration_samples)")
     score_source(prep)
+    if compression is not None:
+        # Drops are measured against the model the user brought, not the compressed one.
+        source_row = compression["stages"][0]
+        prep.source_accuracy = source_row["accuracy"]
+        prep.source_per_class = source_row["per_class_accuracy"]
     out = Path(out)
     results = []
     from .progress import steps
@@ -279,5 +313,6 @@ def convert(source: str | ModelHandle, targets: Iterable[str | TargetProfile] | 
         for target, name in jobs:
             advance(f"{name} ({target.runtime}, {target.precision})")
             results.append(convert_one(prep, target, out, name=name, license=license,
-                                       provenance=provenance, label=label, check_budgets=not ignore_budgets))
+                                       provenance=provenance, label=label, check_budgets=not ignore_budgets,
+                                       extra_manifest={"compression": compression} if compression else None))
     return results

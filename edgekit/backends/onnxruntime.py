@@ -207,8 +207,9 @@ def _export_torch(handle, target, example, out):
         kwargs = {}
         if not target.static_shapes:
             if dynamo:
+                # positional, one spec per argument: works for forward(x) and forward(*args) alike
                 batch = torch.export.Dim("batch")
-                kwargs["dynamic_shapes"] = {n: {0: batch} for n in _arg_names(handle.module, names)}
+                kwargs["dynamic_shapes"] = tuple({0: batch} for _ in names)
             else:
                 kwargs["dynamic_axes"] = {**{n: {0: "batch"} for n in names}, **{o: {0: "batch"} for o in handle.outputs}}
         try:
@@ -233,15 +234,6 @@ def _plain(message: str | None) -> str:
     """One line, without the ANSI colours torch's exporter puts in its messages."""
     import re
     return re.sub(r"\x1b\[[0-9;]*m", "", message or "").splitlines()[0][:300] if message else ""
-
-
-def _arg_names(module, names):
-    """dynamic_shapes is keyed by forward()'s parameter names (or positionally for *args)."""
-    import inspect
-    params = [p for p in inspect.signature(module.forward).parameters.values()]
-    if any(p.kind == p.VAR_POSITIONAL for p in params):
-        return names
-    return [p.name for p in params][:len(names)]
 
 
 def _unsupported_op(message: str) -> str | None:
