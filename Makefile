@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 # torch pulled in by another package) downloads a multi-GB CUDA build. Installed first.
 TORCH   := torch==2.13.0
 
-.PHONY: install demo test test-fast bench clean ssh-server chromium
+.PHONY: install demo test test-fast test-deps bench clean ssh-server chromium arm-root
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,7 +34,23 @@ chromium:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "chromium not installed: tests/test_html.py will skip rendering the HTML report"
 
-test: $(STAMP) chromium
+# aarch64 Python 3.11 root + aarch64 wheels for the emulated ARM device (qemu-user), cached in
+# $${EDGEKIT_CACHE:-~/.cache/edgekit}/arm64, outside the repository; idempotent (~2 min from nothing).
+arm-root: $(STAMP)
+	PYTHON=$(BIN)/python scripts/build_arm_root.sh
+
+# Debian's openssh-server for the SSH transport tests (the tests run their own sshd on 127.0.0.1).
+ssh-server:
+	scripts/ssh_test_server.sh install
+
+# What the device, SSH and HTML tests need beyond Python packages. A machine without apt or root
+# skips those tests, each naming what is missing; everything else still runs.
+test-deps: $(STAMP)
+	-@$(MAKE) --no-print-directory ssh-server
+	-@$(MAKE) --no-print-directory chromium
+	-@$(MAKE) --no-print-directory arm-root
+
+test: test-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)
