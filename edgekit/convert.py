@@ -66,6 +66,7 @@ class Prepared:
     source_accuracy: float = float("nan")  # filled by score_source(), after the cheap checks
     source_per_class: dict[str, float] = dataclasses.field(default_factory=dict)
     estimates: dict[str, Estimate] = dataclasses.field(default_factory=dict)  # by precision
+    source_logits: np.ndarray | None = None  # the exported PyTorch model's outputs on the validation set
 
 
 def _bind_specs(handle: ModelHandle, data: Dataset) -> None:
@@ -103,6 +104,7 @@ def prepare(source: str | ModelHandle, calibration: str, validation: str, *,
 def score_source(prep: Prepared) -> None:
     """The source model's accuracy on the validation set: the baseline every drop is measured from."""
     logits = run_all(prep.handle.runner(), prep.validation)[0]
+    prep.source_logits = logits
     prep.source_accuracy = accuracy(logits, prep.validation.labels)
     prep.source_per_class = per_class_accuracy(logits, prep.validation.labels)
 
@@ -168,8 +170,11 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
             **{f"expected.{n}": a for n, a in zip(names, expected)},
             **{f"reference.{n}": a for n, a in zip(names, prep.reference)},
         })
+        # reference.<output>: the float PyTorch outputs, so the device measures top-1 agreement of
+        # the exact artifact with fp32 on the whole validation set (robustness suite).
         save_npz(tmp / "validation.npz", {**{f"input.{k}": v for k, v in prep.validation.inputs.items()},
-                                          "labels": prep.validation.labels.astype(np.int64)})
+                                          "labels": prep.validation.labels.astype(np.int64),
+                                          f"reference.{names[0]}": prep.source_logits})
         copy_harness(tmp / "harness")
         # Drift reference (docs/TRUST.md): inputs of calibration + validation, the artifact's outputs
         # on validation. A hashed file of its own keeps manifest.json readable.

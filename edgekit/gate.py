@@ -278,6 +278,14 @@ def _report_checks(report: dict[str, Any], name: str, index: int) -> list[Check]
     ok = report["bundle"]["integrity"]["verified"]
     checks.append(check("integrity", None, ok, "sha256 vs manifest", "pass" if ok else "fail",
                         "" if ok else "bundle files do not match manifest.json"))
+    if report["target"].get("require_robustness"):
+        rob = report.get("robustness") or {}
+        ok = rob.get("passed") is True
+        bad = [c.get("case") or c.get("name") for c in rob.get("cases", []) if isinstance(c, dict)
+               and c.get("status") not in (None, "ok")]
+        checks.append(check("robustness", None, ok, "edge-case inputs, noise", "pass" if ok else "fail",
+                            "" if ok else ("no robustness section in the report (harness run with --skip-robustness?)"
+                                           if not rob else f"failing cases: {', '.join(map(str, bad)) or 'see report'}")))
     off_target = _off_target(report)
     if off_target:
         checks.append(check("hardware", None, env.get("cpu_model") or env.get("machine"), "measured on",

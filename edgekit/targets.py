@@ -30,7 +30,7 @@ STAND_IN = ("warn", "fail")
 _TOP: dict[str, type | tuple[type, ...]] = {
     "name": str, "description": str, "arch": str, "isa": list, "runtime": str, "device": str,
     "precision": str, "threads": int, "static_shapes": bool, "sequence_length": int,
-    "calibration_samples": int, "stand_in": str, "memory_mb": int,
+    "calibration_samples": int, "stand_in": str, "memory_mb": int, "require_robustness": bool,
     "quantization": dict, "budget": dict,
 }
 _REQUIRED = ("name", "description", "arch", "isa", "runtime", "device", "precision", "threads")
@@ -93,6 +93,7 @@ class TargetProfile:
     calibration_samples: int = 32
     stand_in: str = "warn"
     memory_mb: int | None = None
+    require_robustness: bool = False  # the gate fails a report whose robustness suite did not pass
     quantization: Quantization = Quantization()
     budget: Budgets = Budgets()
     path: str | None = None

@@ -28,6 +28,7 @@ def test_report_from_the_real_harness(int8_report, digits_bundles):
     assert r["memory"]["peak_rss_mb"] > 0 and r["memory"]["method"]
     assert abs(r["accuracy"]["value"] - digits_bundles["int8"].accuracy) < 1e-9  # same artifact, same data
     assert r["environment"]["runtime"]["name"] == "onnxruntime"
+    assert all("pinned_cpus" in t for t in r["trials"])  # x86-avx2 asks for 2 threads
 
 
 def test_gate_pass_with_markdown_and_junit(int8_report, tmp_path):

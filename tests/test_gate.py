@@ -404,3 +404,17 @@ def test_matching_hardware_has_no_hardware_row():
     report = make_report()
     report["target"].update({"isa": ["avx2"], "arch": "x86_64"})
     assert not [c for c in gate([report]).checks if c.budget == "hardware"]
+
+
+def test_a_profile_can_require_the_robustness_suite():
+    report = make_report()
+    assert not [c for c in gate([report]).checks if c.budget == "robustness"]  # not required: not checked
+    report["target"]["require_robustness"] = True
+    missing = next(c for c in gate([report]).checks if c.budget == "robustness")
+    assert missing.status == "fail" and "no robustness section" in missing.detail
+    report["robustness"] = {"cases": [{"name": "zeros", "status": "ok"}, {"name": "nan", "status": "crashed"}],
+                            "crashed": ["nan"], "passed": False}
+    failed = next(c for c in gate([report]).checks if c.budget == "robustness")
+    assert failed.status == "fail" and "nan" in failed.detail
+    report["robustness"]["passed"] = True
+    assert gate([report]).exit_code == 0

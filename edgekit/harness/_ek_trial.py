@@ -39,9 +39,30 @@ def _ms(ns: int) -> float:
     return round(ns / 1e6, 4)
 
 
+def pin_threads(threads: int) -> list[int] | None:
+    """Pin this trial to `threads` CPUs (the highest-numbered of those allowed: CPU 0 takes most
+    interrupts) so the runtime's threads do not migrate between cores mid-series, as
+    benchmark_model / benchmark_app users do with taskset. None where affinity is unavailable or
+    fewer CPUs are allowed than threads asked for (then pinning would oversubscribe)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    if threads > len(allowed):
+        return None
+    if threads == len(allowed):
+        return allowed  # already confined to exactly these
+    chosen = allowed[-threads:]
+    try:
+        os.sched_setaffinity(0, chosen)
+    except OSError:
+        return None
+    return chosen
+
+
 def trial_main(bundle: Path, manifest: dict, threads: int, runs: int, warmup: int,
                min_seconds: float, warmup_seconds: float) -> dict:
     """Measure one cold start and one steady-state series in this (fresh) process."""
+    pinned = pin_threads(threads)
     pc = time.perf_counter_ns
     probe = MemoryProbe()
     sc_file = (manifest.get("selfcheck") or {}).get("file") or "samples.npz"
@@ -119,6 +140,7 @@ def trial_main(bundle: Path, manifest: dict, threads: int, runs: int, warmup: in
         "runs": i,
         "timed_seconds": round(timed_seconds, 3),
         "capped": capped,
+        "pinned_cpus": pinned,
         "samples_ns": buf[:i].tolist(),
         "memory": {"method": probe.method, "baseline_rss_mb": baseline,
                    "load_peak_rss_mb": load_peak, "inference_peak_rss_mb": inference_peak, **split},

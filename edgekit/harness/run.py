@@ -253,6 +253,7 @@ def run(args, bundle: Path) -> int:
     report["latency"] = S.latency_section([S.ns_to_ms(r["samples_ns"]) for r in results])
     report["memory"] = memory_section(results)
     report["trials"] = [{k: r[k] for k in ("pid", "warmup_runs", "runs", "timed_seconds", "capped")}
+                        | {"pinned_cpus": r.get("pinned_cpus")}
                         for r in results]
     env["temperature_c_end"] = temperature_c()
 
