@@ -51,7 +51,7 @@ def test_hf_dir_to_int8_onnx(tiny_bert_dir, text_data, tmp_path):
     assert {i["name"] for i in m["model"]["inputs"]} == {"input_ids", "token_type_ids", "attention_mask"}
     assert m["model"]["inputs"][0]["shape"][1] == 16 and m["model"]["inputs"][0]["dtype"] == "int64"
     assert m["conversion"]["exporter"] == "optimum"
-    assert m["conversion"]["quantization"]["op_types"] == ["MatMul", "Gemm"]
+    assert m["conversion"]["quantization"]["op_types"] == ["MatMul", "Gemm", "Gather"]
     assert read_manifest(fp32.path)["conversion"]["parity"][0]["max_abs_diff"] < 1e-4
     assert m["conversion"]["parity"][1]["top1_agreement"] >= 0.8
     with np.load(int8.path / "validation.npz") as z:

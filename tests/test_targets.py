@@ -31,7 +31,7 @@ def test_vnni_and_reduce_range_follow_the_isa():
     assert resolved_quantization(bare, False)["reduce_range"] is True
     arm = profile_from_dict(dict(BASE, arch="aarch64", isa=["neon", "dotprod"]), "mem")
     q = resolved_quantization(arm, True)
-    assert q["reduce_range"] is False and q["activation_type"] == "int8" and q["op_types"] == ["MatMul", "Gemm"]
+    assert q["reduce_range"] is False and q["activation_type"] == "int8" and q["op_types"] == ["MatMul", "Gemm", "Gather"]
 
 
 def test_target_by_path(tmp_path):
