@@ -43,22 +43,36 @@ def cmd_targets(args) -> int:
 
 
 def cmd_convert(args) -> int:
+    from .convert import ConversionFailed
+    try:
+        results = _convert(args)
+    except ConversionFailed as exc:
+        _convert_table(args, exc.results)
+        raise
+    _convert_table(args, results)
+    return 0
+
+
+def _convert(args):
     from .convert import convert
-    results = convert(args.source, args.target or [], args.calibration, args.validation, args.out,
-                      precisions=args.precision, targets_dir=args.targets, license=args.license,
-                      provenance=args.provenance, sequence_length=args.sequence_length,
-                      tokenizer=args.tokenizer, label=args.label, ignore_budgets=args.ignore_budgets,
-                      recipe=args.recipe, train=args.train)
+    return convert(args.source, args.target or [], args.calibration, args.validation, args.out,
+                   precisions=args.precision, targets_dir=args.targets, license=args.license,
+                   provenance=args.provenance, sequence_length=args.sequence_length,
+                   tokenizer=args.tokenizer, label=args.label, ignore_budgets=args.ignore_budgets,
+                   recipe=args.recipe, train=args.train)
+
+
+def _convert_table(args, results) -> None:
     from rich.table import Table
     t = Table(title=f"edgekit convert -> {args.out}")
-    for col in ("bundle", "precision", "size MB", "accuracy (dev)", "source acc", "drop", "parity (max abs / top-1)"):
+    for col in ("bundle", "precision", "size MB", "accuracy (dev)", "source acc", "drop",
+                "parity (max abs / top-1)", "accuracy control"):
         t.add_column(col)
     for r in results:
         par = "; ".join(f"{p['stage']} {p['max_abs_diff']:.2g}/{p['top1_agreement']:.3f}" for p in r.parity)
         t.add_row(r.name, r.precision, f"{r.size_mb:.3f}", f"{r.accuracy:.4f}", f"{r.source_accuracy:.4f}",
-                  f"{r.accuracy_drop:+.4f}", par)
+                  f"{r.accuracy_drop:+.4f}", par, r.accuracy_control)
     _console().print(t)
-    return 0
 
 
 def cmd_bench(args) -> int:

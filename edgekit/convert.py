@@ -23,7 +23,13 @@ from .backends import get_backend
 from .budget import Estimate, check_estimate, check_size, estimate
 from .bundle import BundleWriter, copy_harness, save_npz, write_manifest
 from .data import Dataset, load_data
-from .errors import BackendError, DataError
+from .errors import BackendError, DataError, EdgekitError
+
+
+class ConversionFailed(EdgekitError):
+    """Some bundles of a multi-target convert failed; `.results` holds the ones written."""
+
+    results: list = []
 from .parity import accuracy, compare, per_class_accuracy, run_all
 from .source import ModelHandle, TensorSpec, load
 from .targets import TargetProfile, load_targets
@@ -141,14 +147,21 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
                                f"expected <= {EXPORT_ATOL} (a broken export)")
         art = backend.quantize(fp, prep.handle, target, prep.calibration, work)
 
+        # This machine's int8 kernels are the target's only when its CPU is the target's class: an
+        # ARM or VNNI target is judged on the runtime's reference arithmetic instead (host_matches).
+        reference = target.runtime == "onnxruntime" and not host_matches(target)
+
+        def opener(a, threads):
+            return backend.open(a, threads, reference=True) if reference else backend.open(a, threads)
+
         def evaluate(a) -> float:
-            return accuracy(run_all(backend.open(a, 1), prep.validation)[0], prep.validation.labels)
+            return accuracy(run_all(opener(a, 1), prep.validation)[0], prep.validation.labels)
         outcome = control(backend, fp, art, evaluate(art), prep.source_accuracy, prep.handle, target,
                           prep.calibration, prep.validation, work, evaluate)
         art = outcome.artifact
         if check_budgets:
             check_size(target, art.size_bytes)
-        runner = backend.open(art, 1)
+        runner = opener(art, 1)
         expected = run_all(runner, prep.samples)
         if art is not fp:
             parity.append(compare("quantize", expected, prep.reference))
@@ -204,6 +217,9 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
                            "estimate": estimate_for(prep, target).to_dict(),
                            "budgets_checked_at_conversion": check_budgets,
                            "accuracy": {"metric": "top1", "n": len(prep.validation), "value": acc,
+                                        "measured_with": "this machine's kernels" if not reference else
+                                        "reference arithmetic (QDQ in float): this machine lacks the target's "
+                                        "CPU features, whose int8 kernels differ from its own",
                                         "per_class": per_class_accuracy(logits, prep.validation.labels)}},
             "source": {**prep.handle.describe(), "accuracy": prep.source_accuracy,
                        "per_class_accuracy": prep.source_per_class},
@@ -262,6 +278,24 @@ def estimate_for(prep: Prepared, target: TargetProfile) -> Estimate:
     return prep.estimates[target.precision]
 
 
+def host_matches(target: TargetProfile) -> bool:
+    """Whether this machine is of the target's CPU class: same architecture, every ISA feature."""
+    import platform
+    if platform.machine().lower() not in (target.arch, {"x86_64": "amd64", "aarch64": "arm64"}[target.arch]):
+        return False
+    try:
+        text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.lower().startswith(("flags", "features")):
+            flags |= set(line.split(":", 1)[1].split())
+    aliases = {"neon": {"asimd", "neon"}, "dotprod": {"asimddp"}, "amx": {"amx_tile"}, "sve": {"sve"},
+               "i8mm": {"i8mm"}, "fp16": {"fphp", "asimdhp"}}
+    return all(flags & aliases.get(isa, {isa}) for isa in target.isa)
+
+
 def _io_spec(spec: TensorSpec, target: TargetProfile) -> dict:
     shape = list(spec.shape) if spec.shape is not None else None
     if shape and target.static_shapes:
@@ -299,12 +333,22 @@ def convert(source: str | ModelHandle, targets: Iterable[str | TargetProfile] | 
     prep = prepare(handle, calibration, validation, sequence_length=seq, tokenizer=tokenizer)
     jobs = [(t.with_precision(p), bundle_name(t, p, t.precision)) for t in profiles
             for p in (precisions or [t.precision])]
-    for target, _ in jobs:  # everything that can be refused is refused before any export
-        if not ignore_budgets:
-            check_estimate(target, estimate_for(prep, target))
-        if target.precision == "int8" and len(prep.calibration) < target.calibration_samples:
-            raise DataError(f"{calibration}: {len(prep.calibration)} calibration samples, fewer than the "
-                            f"{target.calibration_samples} that profile {target.name} asks for (calibration_samples)")
+    failures: list[str] = []
+    feasible = []
+    for target, name in jobs:  # everything that can be refused is refused before any export
+        try:
+            if not ignore_budgets:
+                check_estimate(target, estimate_for(prep, target))
+            if target.precision == "int8" and len(prep.calibration) < target.calibration_samples:
+                raise DataError(f"{calibration}: {len(prep.calibration)} calibration samples, fewer than the "
+                                f"{target.calibration_samples} that profile {target.name} asks for "
+                                "(calibration_samples)")
+        except EdgekitError as exc:
+            if len(jobs) == 1:
+                raise
+            failures.append(f"{name}: {exc}")  # one target's refusal must not cost the others theirs
+            continue
+        feasible.append((target, name))
     score_source(prep)
     if compression is not None:
         # Drops are measured against the model the user brought, not the compressed one.
@@ -314,10 +358,21 @@ def convert(source: str | ModelHandle, targets: Iterable[str | TargetProfile] | 
     out = Path(out)
     results = []
     from .progress import steps
-    with steps(len(jobs), "converting", enabled=progress) as advance:
-        for target, name in jobs:
+    with steps(len(feasible), "converting", enabled=progress) as advance:
+        for target, name in feasible:
             advance(f"{name} ({target.runtime}, {target.precision})")
-            results.append(convert_one(prep, target, out, name=name, license=license,
-                                       provenance=provenance, label=label, check_budgets=not ignore_budgets,
-                                       extra_manifest={"compression": compression} if compression else None))
+            try:
+                results.append(convert_one(prep, target, out, name=name, license=license,
+                                           provenance=provenance, label=label, check_budgets=not ignore_budgets,
+                                           extra_manifest={"compression": compression} if compression else None))
+            except EdgekitError as exc:
+                if len(jobs) == 1:
+                    raise
+                # Its own bundle is never written; every failure is reported together at the end.
+                failures.append(f"{name}: {exc}")
+    if failures:
+        err = ConversionFailed(f"{len(failures)} of {len(jobs)} bundles failed ({len(results)} written to {out}): "
+                               + "; ".join(failures))
+        err.results = results
+        raise err
     return results

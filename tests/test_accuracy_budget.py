@@ -70,3 +70,14 @@ def test_ignore_budgets_converts_a_baseline_and_says_so(digits_example, tmp_path
                 str(digits_example["validation"]), tmp_path / "out", precisions=["fp32"],
                 ignore_budgets=True, progress=False)[0]
     assert read_manifest(r.path)["conversion"]["budgets_checked_at_conversion"] is False
+
+
+def test_one_target_over_budget_does_not_cost_the_others(digits_example, tmp_path):
+    from edgekit.convert import ConversionFailed
+    prof = _profile(tmp_path, "tiny-mcu", "", "model_size_mb = 0.01\n")
+    with pytest.raises(ConversionFailed, match="1 of 2 bundles failed .*tiny-mcu: model_size") as e:
+        convert(str(digits_example["model"]), [str(prof), "x86-avx2"], str(digits_example["calibration"]),
+                str(digits_example["validation"]), tmp_path / "out", progress=False, ignore_budgets=False)
+    assert [r.name for r in e.value.results] == ["x86-avx2"]
+    assert (tmp_path / "out" / "x86-avx2" / "manifest.json").is_file()
+    assert not (tmp_path / "out" / "tiny-mcu").exists()

@@ -131,9 +131,15 @@ def inline_weights(path: Path) -> Path:
     return path
 
 
-def open_session(path: Path | str, threads: int = 1):
+def open_session(path: Path | str, threads: int = 1, reference: bool = False):
+    """An InferenceSession as a runner. reference=True turns graph optimisations off, so QDQ int8
+    runs as quantize-dequantize in float: the exact arithmetic of a CPU whose int8 kernels do not
+    saturate (ARM, VNNI). The emulated-ARM tests matched it to 0.0; this no-VNNI host's own int8
+    kernels differ by up to 3.8 in the logits on the digits CNN (FIELD_NOTES trap 1)."""
     ort = _ort()
     so = ort.SessionOptions()
+    if reference:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -346,8 +352,8 @@ class OnnxRuntimeBackend:
                 break
             k = min(2 * k, len(ranking))
 
-    def open(self, artifact: Artifact, threads: int = 1):
-        return open_session(artifact.path, threads)
+    def open(self, artifact: Artifact, threads: int = 1, reference: bool = False):
+        return open_session(artifact.path, threads, reference=reference and artifact.precision.startswith("int8"))
 
 
 def _reader(oq, data):
