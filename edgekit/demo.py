@@ -19,7 +19,6 @@ SEED = 0
 
 def digits_cnn(width: int = 16):
     """Conv-Conv-Pool-MLP for 1x8x8 digits; `width` is the first conv's channels."""
-    import torch
     from torch import nn
 
     class DigitsCNN(nn.Module):

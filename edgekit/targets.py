@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 import re
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .tomlfile import read_toml
 
 ARCHES = ("x86_64", "aarch64")
 RUNTIMES = ("onnxruntime", "openvino", "litert")
@@ -206,13 +206,7 @@ def load_target(spec: str | Path | TargetProfile) -> TargetProfile:
             raise ConfigError(
                 f"unknown target {s!r}; available: {', '.join(shipped) or '(none)'} or a path to a .toml file")
         path = shipped[s]
-    if not path.is_file():
-        raise ConfigError(f"{s}: target profile file not found")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
-    return profile_from_dict(raw, str(path))
+    return profile_from_dict(read_toml(path, "target profile"), str(path))
 
 
 def load_targets(specs: list[str], targets_dir: str | None = None) -> list[TargetProfile]:

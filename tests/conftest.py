@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ektest import REPO  # noqa: F401  (shared helpers live in ektest.py: conftest names clash)

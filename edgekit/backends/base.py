@@ -11,7 +11,11 @@ stays light and a missing runtime is reported only when a profile needs it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import logging
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -45,3 +49,20 @@ class Backend(Protocol):
     def quantize(self, artifact: Artifact, handle, target, calibration, workdir: Path) -> Artifact: ...
 
     def open(self, artifact: Artifact, threads: int = 1) -> Runner: ...
+
+
+@contextlib.contextmanager
+def quiet(*loggers: str):
+    """Exporters and quantizers print banners, progress bars, warnings and log lines on stdout:
+    keep the CLI readable by muting them (and the named loggers) for the duration."""
+    logs = [logging.getLogger(n) for n in loggers]
+    levels = [lg.level for lg in logs]
+    for lg in logs:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(logs, levels):
+            lg.setLevel(level)

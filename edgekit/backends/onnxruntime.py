@@ -10,16 +10,13 @@ accumulates in int32, so VNNI CPUs and ARM (SDOT/UDOT, or widening multiplies) t
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import BackendError, ConfigError, MissingExtraError
-from .base import Artifact
+from .base import Artifact, quiet
 
 # Transformers lose accuracy when LayerNorm / Softmax / GELU run in int8 (FIELD_NOTES trap 2):
 # quantize only the matrix multiplications, which hold nearly all the MACs, and the embedding
@@ -59,21 +56,8 @@ def resolved_quantization(target, transformer: bool) -> dict:
     }
 
 
-@contextlib.contextmanager
 def _quiet():
-    """The exporters print progress banners, warnings and log lines; keep the CLI readable."""
-    import logging
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+    return quiet("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")
 
 
 # QuantType by name, looked up lazily so that onnxruntime is imported only when needed.

@@ -28,16 +28,12 @@ handle.outputs, so a compiled model takes feeds keyed by the manifest's names.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import BackendError, MissingExtraError
-from .base import Artifact
+from .base import Artifact, quiet
 
 # Dynamic batch needs a traced batch that is not 1 (a size-1 dim may be specialised to a constant).
 _DYNAMIC_EXAMPLE_BATCH = 2
@@ -60,21 +56,8 @@ def _nncf():
     return nncf
 
 
-@contextlib.contextmanager
 def _quiet():
-    """ov.convert_model (TorchScript tracing) warns, NNCF logs tables and draws progress bars on
-    stdout: keep the CLI readable."""
-    loggers = [logging.getLogger(n) for n in ("nncf", "torch.jit", "openvino")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+    return quiet("nncf", "torch.jit", "openvino")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -197,13 +196,9 @@ def _device(raw: Any, index: int, file: Path) -> Device:
 def load_devices(path: str | Path | None = None) -> list[Device]:
     """Parse and validate a devices file (default ./devices.toml)."""
     file = Path(path) if path else Path(DEFAULT_FILE)
-    if not file.is_file():
-        hint = " (pass --devices FILE)" if path is None else ""
-        raise ConfigError(f"{file}: devices file not found{hint}; format in docs/DEVICES.md")
-    try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{file}: not valid TOML ({exc})") from None
+    from ..tomlfile import read_toml
+    hint = " (pass --devices FILE)" if path is None else ""
+    raw = read_toml(file, "devices", f"{hint}; format in docs/DEVICES.md")
     unknown = [k for k in raw if k != "device"]
     if unknown:
         raise ConfigError(f"{file}: unknown top-level key '{unknown[0]}'; devices are [[device]] tables")

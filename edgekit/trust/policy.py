@@ -22,7 +22,6 @@ SPDX expressions: "A OR B" passes when either is allowed, "A AND B" when both ar
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,15 +136,5 @@ def load_policy(policy: str | Path | Policy | dict[str, Any]) -> Policy:
         return policy
     if isinstance(policy, dict):
         return parse_policy(policy)
-    p = Path(policy)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: no such policy file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read the policy ({type(exc).__name__})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
-    return parse_policy(data, str(p))
+    from ..tomlfile import read_toml
+    return parse_policy(read_toml(policy, "policy"), str(policy))

@@ -102,4 +102,4 @@ def test_cli(tmp_path, policy_file):
     assert run_cli("gate", good, "--policy", policy_file).returncode == 0
     proc = run_cli("gate", bad, "--policy", policy_file)
     assert proc.returncode == 1 and "license" in proc.stdout
-    assert_one_line_error(run_cli("gate", good, "--policy", tmp_path / "none.toml"), "no such policy file")
+    assert_one_line_error(run_cli("gate", good, "--policy", tmp_path / "none.toml"), "policy file not found")
