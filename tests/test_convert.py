@@ -55,6 +55,8 @@ def test_conversion_is_reproducible(digits_example, digits_bundles, tmp_path):
                     license="MIT", provenance="tests", progress=False)[0]
     a, b = read_manifest(digits_bundles["int8"].path), read_manifest(again.path)
     assert a["files"] == b["files"]  # byte-identical model, samples, validation set and harness
+    # ... and the manifest itself: nothing time- or path-dependent is recorded in it
+    assert (digits_bundles["int8"].path / "manifest.json").read_bytes() == (again.path / "manifest.json").read_bytes()
 
 
 def test_verify_names_the_altered_file(bundle_copy):
