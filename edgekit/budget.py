@@ -75,8 +75,8 @@ def check_estimate(target, est: Estimate) -> None:
         raise BudgetError(f"{'; '.join(problems)} for {target.name}: {_hint(target.precision)}")
 
 
-def check_size(target, size_bytes: int) -> None:
+def check_size(target, size_bytes: int, why: str = "") -> None:
     b = target.budget.model_size_mb
     if b is not None and size_bytes / MB > b:
-        raise BudgetError(f"model_size {size_bytes / MB:.2f} MB > budget {b:g} MB for {target.name}: "
+        raise BudgetError(f"model_size {size_bytes / MB:.2f} MB > budget {b:g} MB for {target.name}{why}: "
                           f"{_hint(target.precision)}")

@@ -160,7 +160,10 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
                           prep.calibration, prep.validation, work, evaluate)
         art = outcome.artifact
         if check_budgets:
-            check_size(target, art.size_bytes)
+            why = "" if outcome.result == "within budget" else (
+                f" (after accuracy control: {outcome.result}; int8 alone lost "
+                f"{outcome.attempts[0]['drop']:.4f} > max_accuracy_drop {target.budget.max_accuracy_drop:g})")
+            check_size(target, art.size_bytes, why)
         runner = opener(art, 1)
         expected = run_all(runner, prep.samples)
         if art is not fp:
