@@ -418,3 +418,10 @@ def test_a_profile_can_require_the_robustness_suite():
     assert failed.status == "fail" and "nan" in failed.detail
     report["robustness"]["passed"] = True
     assert gate([report]).exit_code == 0
+
+
+def test_emulated_load_time_is_not_judged():
+    report = make_report(emulated=True)
+    report["cold_start"]["load_ms"] = [1e9]
+    load = next(c for c in gate([report]).checks if c.budget == "load_time_ms")
+    assert load.status == "skip" and "emulated" in load.detail
