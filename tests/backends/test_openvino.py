@@ -21,38 +21,11 @@ from edgekit.errors import MissingExtraError  # noqa: E402
 from edgekit.source import ModelHandle, TensorSpec  # noqa: E402
 from edgekit.targets import profile_from_dict  # noqa: E402
 
-N_EVAL = 64
+from bkutil import N_EVAL, dataset, digits as _digits, tiny_cnn as _tiny_cnn  # noqa: E402
 
 
-def _digits():
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    x = (d.images / 16.0).astype(np.float32)[:, None]  # N x 1 x 8 x 8
-    return x, d.target.astype(np.int64)
-
-
-def _tiny_cnn(x, y):
-    """Conv(1,8,3,pad 1) -> ReLU -> Flatten -> Linear(512,10), trained briefly on real digits so
-    that argmax means something (top-1 about 0.95)."""
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
-                                torch.nn.Linear(512, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny kernels: extra threads only spin, badly so on a busy machine
-    try:
-        for _ in range(120):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(xt), yt).backward()
-            opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    return model.eval()
-
-
-def _data(x, labels=None) -> Dataset:
-    return Dataset(inputs={"x": x}, labels=labels, path="mem", sha256="0", format="npz")
+def _data(x, labels=None):
+    return dataset({"x": x}, labels)
 
 
 def _target(precision="fp32", **extra):
