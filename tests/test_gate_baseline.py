@@ -8,7 +8,8 @@ import math
 import pytest
 
 from edgekit.errors import ReportError
-from edgekit.gate import (EXIT_CODES, MIN_TRIALS, compare_latency, gate, render_table, trial_medians)
+from edgekit.gate import EXIT_CODES, gate, render_table
+from edgekit.regression import MIN_TRIALS, compare_latency, trial_medians
 from ektest import assert_one_line_error, run_cli
 
 BASE = [1.0, 1.02, 0.98, 1.01, 0.99, 1.0]      # per-trial medians, CV 1.4% -> threshold 1.03
