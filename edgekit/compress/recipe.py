@@ -148,9 +148,9 @@ def _student_syntax(where: str, spec: str) -> None:
     elif spec.startswith("width:"):
         try:
             w = float(spec[len("width:"):])
-        except ValueError:
+        except ValueError as exc:
             raise ConfigError(f"{where}: student = {spec!r}: expected width:W with W the fraction of "
-                              "channels kept, between 0 and 1 (for example 'width:0.5')") from None
+                              "channels kept, between 0 and 1 (for example 'width:0.5')") from exc
         if not 0.0 < w < 1.0:
             raise ConfigError(f"{where}: student = {spec!r}: the width {w!r} must be between 0 and 1 "
                               "(exclusive): the fraction of the teacher's channels kept")

@@ -201,16 +201,16 @@ def run_local(cmd: list[str], timeout: float | None, env: dict | None = None,
                                 stderr=subprocess.PIPE, text=True, errors="replace", env=env, cwd=cwd,
                                 start_new_session=True)
     except OSError as exc:
-        raise DeviceError(f"{cmd[0]}: cannot start ({exc.strerror or exc})", "python-missing") from None
+        raise DeviceError(f"{cmd[0]}: cannot start ({exc.strerror or exc})", "python-missing") from exc
     try:
         out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as exc:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         proc.communicate()
-        raise DeviceError(f"the harness was killed after the {timeout:g} s timeout", "timeout") from None
+        raise DeviceError(f"the harness was killed after the {timeout:g} s timeout", "timeout") from exc
     return proc.returncode, out, err
 
 

@@ -114,8 +114,8 @@ def _bundle_target(bundle: Path) -> tuple[str, str]:
     try:
         manifest = json.loads(raw)
         return manifest["target"]["name"], hashlib.sha256(raw).hexdigest()
-    except (ValueError, KeyError, TypeError):
-        raise BundleError(f"{bundle / 'manifest.json'}: no target name (not an edgekit bundle?)") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{bundle / 'manifest.json'}: no target name (not an edgekit bundle?)") from exc
 
 
 # ---------------------------------------------------------------- one device x bundle
@@ -158,7 +158,7 @@ def run_one(device: Device, bundle: Path, dest: Path, *, manifest_sha: str, sett
         try:
             report = load_report(part)
         except ReportError as exc:
-            raise DeviceError(f"the device's report is not valid: {exc}", "report") from None
+            raise DeviceError(f"the device's report is not valid: {exc}", "report") from exc
         if report.get("status") != "ok":
             raise DeviceError(f"the harness reported status {report.get('status')!r}: "
                               f"{report.get('error', '')}", "crash")

@@ -176,7 +176,7 @@ def _device(raw: Any, index: int, file: Path) -> Device:
     try:
         profile = load_target(spec)
     except ConfigError as exc:
-        raise ConfigError(f"{where}: target = {target!r}: {exc}") from None
+        raise ConfigError(f"{where}: target = {target!r}: {exc}") from exc
     if transport == "qemu" and profile.arch != "aarch64":
         raise ConfigError(f"{where}: transport 'qemu' emulates aarch64, but target {profile.name!r} "
                           f"is {profile.arch}")

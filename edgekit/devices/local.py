@@ -40,7 +40,7 @@ class LocalTransport(Transport):
                 shutil.copyfile(f, Path(self.remote_dir) / Path(f).name)
         except OSError as exc:
             kind = "no-space" if getattr(exc, "errno", None) == 28 else "error"
-            raise DeviceError(f"{base}: cannot copy the bundle ({exc.strerror or exc})", kind) from None
+            raise DeviceError(f"{base}: cannot copy the bundle ({exc.strerror or exc})", kind) from exc
         return str(dest)
 
     def run(self, cmd: list[str], timeout: float | None = None) -> tuple[int, str, str]:
@@ -50,7 +50,7 @@ class LocalTransport(Transport):
         try:
             shutil.copyfile(remote, local)
         except OSError as exc:
-            raise DeviceError(f"{remote}: cannot fetch ({exc.strerror or exc})", "report") from None
+            raise DeviceError(f"{remote}: cannot fetch ({exc.strerror or exc})", "report") from exc
 
     def cleanup(self) -> None:
         if self.remote_dir:

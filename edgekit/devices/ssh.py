@@ -111,11 +111,11 @@ class SshTransport(Transport):
         try:
             proc = subprocess.run(argv, input=input_bytes, stdin=None if input_bytes is not None else
                                   (stdin or subprocess.DEVNULL), capture_output=True, timeout=timeout)
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
             raise DeviceError("ssh: the OpenSSH client is not installed here (apt-get install "
-                              "openssh-client)", "error") from None
-        except subprocess.TimeoutExpired:
-            raise DeviceError(f"no answer from {self.device.host} within {timeout:g} s", "timeout") from None
+                              "openssh-client)", "error") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise DeviceError(f"no answer from {self.device.host} within {timeout:g} s", "timeout") from exc
         err = proc.stderr.decode("utf-8", "replace")
         if proc.returncode == 255:
             known = classify_ssh(err, self.device.host)

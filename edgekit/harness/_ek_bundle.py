@@ -58,7 +58,7 @@ def load_manifest(bundle: Path) -> tuple[dict, str]:
         manifest = json.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BundleError(f"{path}: unreadable ({first})") from None
+        raise BundleError(f"{path}: unreadable ({first})") from exc
     if not isinstance(manifest, dict):
         raise BundleError(f"{path}: not a JSON object")
     if manifest.get("schema") != MANIFEST_SCHEMA:
@@ -128,7 +128,7 @@ def verify_files(bundle: Path, manifest: dict) -> int:
         try:
             actual = sha256_file(path)
         except OSError as exc:
-            raise BundleError(f"{path}: unreadable ({exc.strerror or exc})") from None
+            raise BundleError(f"{path}: unreadable ({exc.strerror or exc})") from exc
         if actual != digest.lower():
             raise BundleError(f"{path}: sha256 mismatch with manifest.json (bundle altered or corrupt)")
     return len(files)
@@ -143,7 +143,7 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
             return {k: np.asarray(z[k]) for k in z.files}
     except Exception as exc:  # zipfile/numpy raise many types for a corrupt file
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BundleError(f"{path}: not a readable .npz ({first})") from None
+        raise BundleError(f"{path}: not a readable .npz ({first})") from exc
 
 
 def input_arrays(arrays: dict[str, np.ndarray], manifest: dict, path: Path) -> dict[str, np.ndarray]:
@@ -224,4 +224,4 @@ def write_json_atomic(path: Path, data: dict) -> None:
             tmp.unlink()
         except OSError:
             pass
-        raise BundleError(f"{path}: cannot write the report ({exc.strerror or exc})") from None
+        raise BundleError(f"{path}: cannot write the report ({exc.strerror or exc})") from exc

@@ -45,7 +45,7 @@ class LiteRtAdapter(Adapter):
                 return
             except Exception as exc:  # ImportError, or a wheel built for another CPU
                 errors.append(exc)
-        raise self.missing(errors[0]) from None
+        raise self.missing(errors[0]) from errors[0]
 
     def load(self) -> None:
         path = self.model_path
@@ -53,7 +53,7 @@ class LiteRtAdapter(Adapter):
             self.interpreter = self.module(model_path=str(path), num_threads=max(1, self.threads))
             self.interpreter.allocate_tensors()
         except Exception as exc:
-            raise self.load_failed(exc, path) from None
+            raise self.load_failed(exc, path) from exc
         ins = self.interpreter.get_input_details()
         outs = self.interpreter.get_output_details()
         if len(ins) != len(self.input_specs):

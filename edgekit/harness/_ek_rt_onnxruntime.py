@@ -45,7 +45,7 @@ class OnnxRuntimeAdapter(Adapter):
         try:
             import onnxruntime
         except Exception as exc:  # ImportError, or OSError from a shared library that will not load
-            raise self.missing(exc) from None
+            raise self.missing(exc) from exc
         self.module = onnxruntime
 
     def load(self) -> None:
@@ -62,7 +62,7 @@ class OnnxRuntimeAdapter(Adapter):
             self.session = ort.InferenceSession(str(self.model_path), sess_options=so,
                                                 providers=[_PROVIDER])
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
-            raise self.load_failed(exc) from None
+            raise self.load_failed(exc) from exc
         inputs = self.session.get_inputs()
         outputs = self.session.get_outputs()
         if len(inputs) != len(self.input_specs):

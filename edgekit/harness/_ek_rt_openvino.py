@@ -42,7 +42,7 @@ class OpenVinoAdapter(Adapter):
         try:
             import openvino
         except Exception as exc:  # ImportError, or a plugin library that will not load
-            raise self.missing(exc) from None
+            raise self.missing(exc) from exc
         self.module = openvino
 
     def _pick_device(self, available: list[str]) -> str:
@@ -79,7 +79,7 @@ class OpenVinoAdapter(Adapter):
             self.compiled = self.core.compile_model(str(xml), self.device, self.config)
             self.request = self.compiled.create_infer_request()
         except Exception as exc:  # openvino raises RuntimeError subclasses with long messages
-            raise self.load_failed(exc, xml) from None
+            raise self.load_failed(exc, xml) from exc
 
         inputs = list(self.compiled.inputs)
         outputs = list(self.compiled.outputs)

@@ -159,5 +159,5 @@ def open_adapter(bundle: Path, manifest: dict, threads: int) -> Adapter:
         module = importlib.import_module(f"_ek_rt_{runtime}")
     except ImportError as exc:
         raise BundleError(f"{Path(bundle) / 'harness'}: adapter _ek_rt_{runtime}.py missing "
-                          f"({_first_line(exc)})") from None
+                          f"({_first_line(exc)})") from exc
     return module.ADAPTER(bundle, manifest, threads)

@@ -108,18 +108,18 @@ def load_public_key(path: Path) -> bytes:
     """The raw 32-byte key from a PEM "PUBLIC KEY" file (as `edgekit keygen` writes PREFIX.pub)."""
     try:
         text = Path(path).read_text(encoding="ascii")
-    except FileNotFoundError:
-        raise SignatureError(f"{path}: no such public key file") from None
+    except FileNotFoundError as exc:
+        raise SignatureError(f"{path}: no such public key file") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise SignatureError(f"{path}: cannot read the public key ({type(exc).__name__})") from None
+        raise SignatureError(f"{path}: cannot read the public key ({type(exc).__name__})") from exc
     if "PRIVATE KEY" in text:
         raise SignatureError(f"{path}: is a private key; the harness needs the public key (PREFIX.pub)")
     lines = [ln.strip() for ln in text.strip().splitlines()]
     try:
         start, end = lines.index("-----BEGIN PUBLIC KEY-----"), lines.index("-----END PUBLIC KEY-----")
         der = base64.b64decode("".join(lines[start + 1:end]), validate=True)
-    except (ValueError, base64.binascii.Error):
-        raise SignatureError(f"{path}: not a PEM public key (-----BEGIN PUBLIC KEY-----)") from None
+    except (ValueError, base64.binascii.Error) as exc:
+        raise SignatureError(f"{path}: not a PEM public key (-----BEGIN PUBLIC KEY-----)") from exc
     if len(der) != 44 or not der.startswith(_SPKI_PREFIX):
         raise SignatureError(f"{path}: not an Ed25519 public key")
     return der[len(_SPKI_PREFIX):]

@@ -175,7 +175,7 @@ def spawn_trial(run_py: Path, bundle: Path, index: int, total: int, threads: int
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, env=env, text=True, errors="replace")
     except OSError as exc:
-        raise TrialCrash(f"trial {index}/{total} could not start {sys.executable} ({exc})") from None
+        raise TrialCrash(f"trial {index}/{total} could not start {sys.executable} ({exc})") from exc
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARKER)]
     if proc.returncode != 0 or not lines:
         err = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
@@ -187,5 +187,5 @@ def spawn_trial(run_py: Path, bundle: Path, index: int, total: int, threads: int
         raise TrialCrash(f"trial {index}/{total} crashed ({how}): {last[:300]}")
     try:
         return json.loads(lines[-1][len(MARKER):])
-    except ValueError:
-        raise TrialCrash(f"trial {index}/{total} printed an unreadable result line") from None
+    except ValueError as exc:
+        raise TrialCrash(f"trial {index}/{total} printed an unreadable result line") from exc

@@ -91,19 +91,19 @@ def load_report(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ReportError(f"{p}: no such report file (expected a report.json written by the harness)") from None
-    except IsADirectoryError:
-        raise ReportError(f"{p}: is a folder; expected a report.json file") from None
+    except FileNotFoundError as exc:
+        raise ReportError(f"{p}: no such report file (expected a report.json written by the harness)") from exc
+    except IsADirectoryError as exc:
+        raise ReportError(f"{p}: is a folder; expected a report.json file") from exc
     except UnicodeDecodeError as exc:
-        raise ReportError(f"{p}: not JSON (not UTF-8 text at byte {exc.start})") from None
+        raise ReportError(f"{p}: not JSON (not UTF-8 text at byte {exc.start})") from exc
     except OSError as exc:
-        raise ReportError(f"{p}: cannot read ({exc.strerror})") from None
+        raise ReportError(f"{p}: cannot read ({exc.strerror})") from exc
     if not text.strip():
         raise ReportError(f"{p}: not JSON (the file is empty)")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         hint = "; truncated?" if exc.pos >= len(text.rstrip()) else ""
-        raise ReportError(f"{p}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}{hint})") from None
+        raise ReportError(f"{p}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}{hint})") from exc
     return validate_report(data, str(p))

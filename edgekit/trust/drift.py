@@ -252,10 +252,10 @@ def _field_records(files: list[Path]) -> tuple[dict[str, list], dict[str, list]]
                 continue
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError:
+            except json.JSONDecodeError as exc:
                 if fi == len(files) - 1 and lineno == len(lines):
                     continue  # a device stopped mid-write: the last line of the newest segment
-                raise DataError(f"{path}:{lineno}: not a JSON line of a field log") from None
+                raise DataError(f"{path}:{lineno}: not a JSON line of a field log") from exc
             if not isinstance(rec, dict) or not isinstance(rec.get("inputs"), dict):
                 raise DataError(f"{path}:{lineno}: a field log record needs an 'inputs' object "
                                 "(as harness --log-field writes)")
@@ -274,8 +274,8 @@ def _stack(name: str, items: list, where: str) -> np.ndarray:
         if any(a.ndim == 0 for a in arrays):
             raise ValueError("scalar")
         return np.concatenate([a.reshape((-1,) + a.shape[1:]) for a in arrays], axis=0)
-    except ValueError:
-        raise DataError(f"{where}: '{name}' records have different shapes; cannot compare them") from None
+    except ValueError as exc:
+        raise DataError(f"{where}: '{name}' records have different shapes; cannot compare them") from exc
 
 
 def _read_field_log(paths: list[Path], where: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -327,7 +327,7 @@ def load_field(path: str | Path, manifest: dict[str, Any], bundle: Path, tokeniz
             with np.load(p, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
         except Exception as exc:
-            raise DataError(f"{p}: not a readable .npz file ({type(exc).__name__})") from None
+            raise DataError(f"{p}: not a readable .npz file ({type(exc).__name__})") from exc
         outs = {k[len("output."):]: v for k, v in arrays.items() if k.startswith("output.")}
         ins = {k[len("input."):] if k.startswith("input.") else k: v for k, v in arrays.items()
                if not k.startswith("output.") and k not in ("labels",) and not k.startswith(("expected.", "reference."))}

@@ -36,8 +36,8 @@ def _serialization():
     try:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ed25519
-    except ImportError:  # pragma: no cover - a dependency of edgekit
-        raise ConfigError("signing needs the 'cryptography' package: pip install cryptography") from None
+    except ImportError as exc:  # pragma: no cover - a dependency of edgekit
+        raise ConfigError("signing needs the 'cryptography' package: pip install cryptography") from exc
     return serialization, ed25519
 
 
@@ -82,12 +82,12 @@ def _read_key_file(path: str | Path, what: str, error: type) -> bytes:
     p = Path(path)
     try:
         data = p.read_bytes()
-    except FileNotFoundError:
-        raise error(f"{p}: no such {what} file") from None
-    except IsADirectoryError:
-        raise error(f"{p}: is a folder; expected a {what} file") from None
+    except FileNotFoundError as exc:
+        raise error(f"{p}: no such {what} file") from exc
+    except IsADirectoryError as exc:
+        raise error(f"{p}: is a folder; expected a {what} file") from exc
     except OSError as exc:
-        raise error(f"{p}: cannot read the {what} ({exc.strerror})") from None
+        raise error(f"{p}: cannot read the {what} ({exc.strerror})") from exc
     return data
 
 
@@ -99,10 +99,10 @@ def load_private_key(path: str | Path):
         raise ConfigError(f"{path}: is a public key; signing needs the private key (PREFIX.key)")
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except TypeError:
-        raise ConfigError(f"{path}: the private key is encrypted; edgekit needs an unencrypted PEM key") from None
+    except TypeError as exc:
+        raise ConfigError(f"{path}: the private key is encrypted; edgekit needs an unencrypted PEM key") from exc
     except (ValueError, Exception) as exc:  # UnsupportedAlgorithm and friends
-        raise ConfigError(f"{path}: not a PEM private key ({type(exc).__name__})") from None
+        raise ConfigError(f"{path}: not a PEM private key ({type(exc).__name__})") from exc
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise ConfigError(f"{path}: not an Ed25519 key ({type(key).__name__}); make one with `edgekit keygen`")
     return key
@@ -117,7 +117,7 @@ def load_public_key(path: str | Path):
     try:
         key = serialization.load_pem_public_key(data)
     except Exception as exc:
-        raise BundleError(f"{path}: not a PEM public key ({type(exc).__name__})") from None
+        raise BundleError(f"{path}: not a PEM public key ({type(exc).__name__})") from exc
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise BundleError(f"{path}: not an Ed25519 public key ({type(key).__name__})")
     return key
@@ -219,8 +219,8 @@ def verify_bundle(bundle: str | Path, pubkey: str | Path | None = None) -> Verif
         raise BundleError(f"{b / MANIFEST}: changed while being verified")
     try:
         public.verify(sig, raw)
-    except InvalidSignature:
+    except InvalidSignature as exc:
         raise BundleError(f"{b}: signature does not verify with {pubkey} (key id {kid}): signed with another "
-                          f"key, or manifest.json was altered after signing") from None
+                          f"key, or manifest.json was altered after signing") from exc
     return Verification(b, manifest, len(manifest.get("files") or {}), True, True, kid, warnings)
 
