@@ -26,3 +26,16 @@ def write_devices(path: Path, *devices: dict) -> Path:
                    for d in devices)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains `text` (to prove nothing is left running)."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if text in (p / "cmdline").read_bytes().decode("utf-8", "replace"):
+                    pids.append(int(p.name))
+            except OSError:
+                pass
+    return pids

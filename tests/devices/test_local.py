@@ -6,23 +6,11 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
+from devtest import processes_mentioning as _processes_mentioning
 from devtest import FAST, write_devices
 from edgekit.devices.fleet import fleet_bench
 from edgekit.report.load import load_report
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    pids = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if text in (p / "cmdline").read_bytes().decode("utf-8", "replace"):
-                    pids.append(int(p.name))
-            except OSError:
-                pass
-    return pids
 
 
 def test_local_fleet_reports_and_failures(digits_bundles, tmp_path):

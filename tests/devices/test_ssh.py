@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from devtest import processes_mentioning as _processes_mentioning
 from devtest import FAST, write_devices
 from edgekit.devices.fleet import fleet_bench
 from edgekit.report.load import load_report
@@ -45,18 +46,6 @@ def _python_without_onnxruntime(tmp_path: Path) -> str:
 
 def _leftovers(workdir: Path) -> list[str]:
     return sorted(p.name for p in workdir.iterdir()) if workdir.exists() else []
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    pids = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if text in (p / "cmdline").read_bytes().decode("utf-8", "replace"):
-                    pids.append(int(p.name))
-            except OSError:
-                pass
-    return pids
 
 
 def test_a_fleet_of_good_and_broken_ssh_devices(sshd, ssh_device, digits_bundles, tmp_path):
