@@ -146,6 +146,35 @@ def _load_pt2(path: Path) -> ModelHandle:
     return ModelHandle("pt2", str(path), sha256_file(path), inputs, ["logits"], module=ep.module())
 
 
+_HF_LOGITS = None
+
+
+def __getattr__(name: str):
+    """``edgekit.source.HFLogits``, built on first use so that importing this module does not import
+    torch, yet a module level name, so that a wrapped model pickles (the benchmarks cache
+    compressed students with torch.save)."""
+    global _HF_LOGITS
+    if name != "HFLogits":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _HF_LOGITS is None:
+        import torch
+
+        class HFLogits(torch.nn.Module):
+            """The classifier's logits tensor alone: exporters and runners want tensors, not ModelOutput."""
+
+            def __init__(self, inner, names):
+                super().__init__()
+                self.inner = inner
+                self.names = list(names)
+
+            def forward(self, *args):
+                return self.inner(**dict(zip(self.names, args))).logits
+
+        HFLogits.__module__, HFLogits.__qualname__ = __name__, "HFLogits"
+        _HF_LOGITS = HFLogits
+    return _HF_LOGITS
+
+
 def _load_hf(path: Path) -> ModelHandle:
     try:
         import transformers
@@ -169,17 +198,7 @@ def _load_hf(path: Path) -> ModelHandle:
 
     names = [n for n in tok.model_input_names]
 
-    class Logits(torch.nn.Module):
-        """The classifier's logits tensor alone: exporters and runners want tensors, not ModelOutput."""
-
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *args):
-            return self.inner(**dict(zip(names, args))).logits
-
-    wrapped = Logits(model).eval()
+    wrapped = __getattr__("HFLogits")(model, names).eval()
     handle = ModelHandle("hf", str(path), sha256_path(path),
                          [TensorSpec(n, None, "int64") for n in names], ["logits"],
                          module=wrapped, hf_dir=path, is_transformer=True)

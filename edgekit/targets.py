@@ -24,6 +24,7 @@ ISAS = ("sse4_2", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx",
         "neon", "dotprod", "i8mm", "sve", "fp16")
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
 QTYPES = ("uint8", "int8")
+MODES = ("static", "dynamic")
 STAND_IN = ("warn", "fail")
 
 # key -> accepted python type(s)
@@ -42,6 +43,8 @@ _QUANT: dict[str, type | tuple[type, ...]] = {
     "weight_type": str,
     "op_types": list,
     "accuracy_aware": bool,
+    "mode": str,
+    "transformer": dict,
 }
 _BUDGET: dict[str, type | tuple[type, ...]] = {
     "latency_p95_ms": (int, float),
@@ -76,6 +79,11 @@ class Quantization:
     weight_type: str | None = None
     op_types: tuple[str, ...] | None = None
     accuracy_aware: bool = True
+    # "static" (activations calibrated offline) or "dynamic" (activations quantized at run time);
+    # None = auto (TargetProfile.int8_for).
+    mode: str | None = None
+    # [quantization.transformer]: keys that replace the ones above for transformer models.
+    transformer: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +110,24 @@ class TargetProfile:
     def has_vnni(self) -> bool:
         return any(i in self.isa for i in ("avx512_vnni", "avx_vnni", "amx"))
 
+    def int8_for(self, transformer: bool) -> Quantization:
+        """The int8 settings for one model: [quantization], with [quantization.transformer] on top
+        for transformers, and `mode` resolved. Auto mode is dynamic for transformers on x86 ONNX
+        Runtime (ONNX Runtime's quantization guide: "dynamic quantization for RNNs and
+        transformer-based models, static quantization for CNN models") and on LiteRT (dynamic
+        range also quantizes the embedding tables, which full-integer PT2E leaves in float:
+        55.9 vs 22.5 MB on the MiniLM example); static otherwise: CNNs everywhere, OpenVINO
+        (NNCF's transformer preset; the NPU takes static int8 only) and aarch64 ONNX Runtime
+        (QDQ, ONNX Runtime's advice for ARM)."""
+        q = self.quantization
+        if transformer and q.transformer:
+            q = dataclasses.replace(q, **dict(q.transformer))
+        if q.mode is None:
+            dynamic = transformer and (self.runtime == "litert" or
+                                       (self.runtime == "onnxruntime" and self.arch == "x86_64"))
+            q = dataclasses.replace(q, mode="dynamic" if dynamic else "static")
+        return dataclasses.replace(q, transformer=())
+
     def with_precision(self, precision: str) -> "TargetProfile":
         _one_of(precision, PRECISIONS, "precision", self.path or self.name)
         return dataclasses.replace(self, precision=precision)
@@ -111,6 +137,8 @@ class TargetProfile:
         d["isa"] = list(self.isa)
         if self.quantization.op_types is not None:
             d["quantization"]["op_types"] = list(self.quantization.op_types)
+        d["quantization"]["transformer"] = {k: list(v) if isinstance(v, tuple) else v
+                                            for k, v in self.quantization.transformer}
         d.pop("path")
         return d
 
@@ -162,14 +190,12 @@ def profile_from_dict(raw: dict[str, Any], where: str) -> TargetProfile:
     if raw["device"] != "CPU" and raw["runtime"] != "openvino":
         raise ConfigError(f"{where}: device = {raw['device']!r} is only available with runtime = 'openvino'")
 
-    q = _typed(dict(raw.get("quantization", {})), _QUANT, where, "quantization.")
-    if "calibrate_method" in q:
-        _one_of(q["calibrate_method"], CALIBRATE_METHODS, "quantization.calibrate_method", where)
-    for key in ("activation_type", "weight_type"):
-        if key in q:
-            _one_of(q[key], QTYPES, f"quantization.{key}", where)
-    if "op_types" in q:
-        q["op_types"] = tuple(q["op_types"])
+    q = _quantization(dict(raw.get("quantization", {})), where, "quantization.", raw["runtime"])
+    if "transformer" in q:
+        t = _quantization(dict(q["transformer"]), where, "quantization.transformer.", raw["runtime"])
+        if "transformer" in t:
+            raise ConfigError(f"{where}: quantization.transformer.transformer: tables do not nest further")
+        q["transformer"] = tuple(sorted(t.items()))
     b = _typed(dict(raw.get("budget", {})), _BUDGET, where, "budget.")
     for key, value in b.items():
         if value < 0:
@@ -177,6 +203,24 @@ def profile_from_dict(raw: dict[str, Any], where: str) -> TargetProfile:
     fields = {k: v for k, v in raw.items() if k not in ("quantization", "budget")}
     fields["isa"] = tuple(raw["isa"])
     return TargetProfile(**fields, quantization=Quantization(**q), budget=Budgets(**b), path=where)
+
+
+def _quantization(q: dict, where: str, prefix: str, runtime: str) -> dict:
+    _typed(q, _QUANT, where, prefix)
+    if "calibrate_method" in q:
+        _one_of(q["calibrate_method"], CALIBRATE_METHODS, f"{prefix}calibrate_method", where)
+    for key in ("activation_type", "weight_type"):
+        if key in q:
+            _one_of(q[key], QTYPES, f"{prefix}{key}", where)
+    if "mode" in q:
+        _one_of(q["mode"], MODES, f"{prefix}mode", where)
+        if q["mode"] == "dynamic" and runtime == "openvino":
+            raise ConfigError(f"{where}: {prefix}mode = 'dynamic' is not offered for runtime 'openvino' "
+                              "(NNCF quantizes activations statically); for int8 weights with float "
+                              "activations use precision = 'int8-dynamic'")
+    if "op_types" in q:
+        q["op_types"] = tuple(q["op_types"])
+    return q
 
 
 def profile_dirs() -> list[Path]:

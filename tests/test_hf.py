@@ -51,8 +51,32 @@ def test_hf_dir_to_int8_onnx(tiny_bert_dir, text_data, tmp_path):
     assert {i["name"] for i in m["model"]["inputs"]} == {"input_ids", "token_type_ids", "attention_mask"}
     assert m["model"]["inputs"][0]["shape"][1] == 16 and m["model"]["inputs"][0]["dtype"] == "int64"
     assert m["conversion"]["exporter"] == "optimum"
-    assert m["conversion"]["quantization"]["op_types"] == ["MatMul", "Gemm", "Gather"]
+    q = m["conversion"]["quantization"]
+    assert q["op_types"] == ["MatMul", "Gemm", "Gather"]
+    # x86-avx2's [quantization.transformer]: dynamic int8 (ONNX Runtime's advice for transformers)
+    assert (q["mode"], q["per_channel"], q["reduce_range"]) == ("dynamic", False, False)
+    import onnx
+    ops = {n.op_type for n in onnx.load(str(int8.path / "model.onnx")).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops and "QuantizeLinear" not in ops
     assert read_manifest(fp32.path)["conversion"]["parity"][0]["max_abs_diff"] < 1e-4
     assert m["conversion"]["parity"][1]["top1_agreement"] >= 0.8
     with np.load(int8.path / "validation.npz") as z:
         assert z["input.input_ids"].shape == (12, 16) and z["labels"].shape == (12,)
+
+
+def test_hf_transformer_int8_per_target_family(tiny_bert_dir, text_data, tmp_path):
+    """The same transformer: static S8S8 QDQ with percentile ranges for arm64-server (ONNX Runtime's
+    ARM advice; the profile's [quantization.transformer]), dynamic range with int8 embedding tables
+    for LiteRT (rpi4), both within the size of int8 weights."""
+    results = convert(str(tiny_bert_dir), ["arm64-server", "rpi4"], str(text_data / "calib.jsonl"),
+                      str(text_data / "val.jsonl"), tmp_path, sequence_length=16, ignore_budgets=True, progress=False)
+    server, pi = results
+    q = read_manifest(server.path)["conversion"]["quantization"]
+    assert (q["mode"], q["format"], q["calibrate_method"], q["activation_type"]) == ("static", "QDQ", "percentile", "int8")
+    import onnx
+    ops = {n.op_type for n in onnx.load(str(server.path / "model.onnx")).graph.node}
+    assert "QuantizeLinear" in ops and "MatMulInteger" not in ops
+    qp = read_manifest(pi.path)["conversion"]["quantization"]
+    assert qp["mode"] == "dynamic range" and pi.precision == "int8"
+    # ~1M parameters, 0.98M of them in the 30522 x 32 embedding table: float would be ~4 MB
+    assert pi.size_mb < 2.0 and server.size_mb < 2.0

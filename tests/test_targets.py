@@ -34,6 +34,29 @@ def test_vnni_and_reduce_range_follow_the_isa():
     assert q["reduce_range"] is False and q["activation_type"] == "int8" and q["op_types"] == ["MatMul", "Gemm", "Gather"]
 
 
+def test_int8_mode_per_model_family():
+    """Auto mode: dynamic for transformers on x86 ONNX Runtime and LiteRT, static for CNNs and for
+    aarch64 ONNX Runtime (QDQ); [quantization.transformer] keys apply to transformers only."""
+    from edgekit.backends.onnxruntime import resolved_quantization
+    bare = profile_from_dict(dict(BASE), "mem")
+    assert bare.int8_for(True).mode == "dynamic" and bare.int8_for(False).mode == "static"
+    arm = profile_from_dict(dict(BASE, arch="aarch64", isa=["neon"]), "mem")
+    assert arm.int8_for(True).mode == "static"
+    lite = profile_from_dict(dict(BASE, arch="aarch64", isa=["neon"], runtime="litert", static_shapes=True), "mem")
+    assert lite.int8_for(True).mode == "dynamic" and lite.int8_for(False).mode == "static"
+    ov = profile_from_dict(dict(BASE, runtime="openvino"), "mem")
+    assert ov.int8_for(True).mode == "static"
+    avx2, server = load_target("x86-avx2"), load_target("arm64-server")
+    t, c = resolved_quantization(avx2, True), resolved_quantization(avx2, False)
+    assert (t["mode"], t["per_channel"], t["reduce_range"]) == ("dynamic", False, False)
+    assert (c["mode"], c["per_channel"], c["reduce_range"]) == ("static", True, True)
+    assert resolved_quantization(server, True)["calibrate_method"] == "percentile"
+    assert resolved_quantization(server, False)["calibrate_method"] == "minmax"
+    forced = profile_from_dict(dict(BASE, quantization={"mode": "static"}), "mem")
+    assert forced.int8_for(True).mode == "static"
+    assert avx2.to_dict()["quantization"]["transformer"]["mode"] == "dynamic"
+
+
 def test_target_by_path(tmp_path):
     f = tmp_path / "mine.toml"
     f.write_text('name = "mine"\ndescription = "x"\narch = "aarch64"\nisa = ["neon"]\nruntime = "onnxruntime"\n'
@@ -53,6 +76,11 @@ def test_target_by_path(tmp_path):
     ({"budget": {"model_size_mb": -1}}, "must be >= 0"),
     ({"device": "NPU", "runtime": "openvino"}, "needs static_shapes = true"),
     ({"quantization": {"calibrate_method": "magic"}}, "quantization.calibrate_method = 'magic'"),
+    ({"quantization": {"mode": "lazy"}}, "quantization.mode = 'lazy' is not valid; expected one of static, dynamic"),
+    ({"quantization": {"transformer": {"per_chanel": False}}}, "unknown key 'quantization.transformer.per_chanel'"),
+    ({"quantization": {"transformer": {"mode": 1}}}, "quantization.transformer.mode = 1 has type int"),
+    ({"runtime": "openvino", "quantization": {"transformer": {"mode": "dynamic"}}},
+     "mode = 'dynamic' is not offered for runtime 'openvino'"),
 ])
 def test_bad_profiles_are_named(change, needle):
     with pytest.raises(ConfigError, match=None) as e:

@@ -258,7 +258,7 @@ class LiteRtBackend:
             _convert(handle, target, args, out, quant_config=quant_recipes.full_fp16_recipe())
             q = {"method": "litert_torch quant_recipes.full_fp16_recipe (ai-edge-quantizer)",
                  "weights": "float16", "activations": "float32"}
-        elif p == "int8-dynamic":
+        elif p == "int8-dynamic" or target.int8_for(handle.is_transformer).mode == "dynamic":
             q = self._dynamic_int8(handle, target, calibration, args, out)
         else:
             q = self._pt2e_int8(handle, target, calibration, args, out, dynamic=False)
@@ -294,8 +294,8 @@ class LiteRtBackend:
         from litert_torch.quantize.quant_config import QuantConfig
         from torchao.quantization.pt2e import move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-        per_channel = target.quantization.per_channel
-        method = target.quantization.calibrate_method
+        settings = target.int8_for(handle.is_transformer)
+        per_channel, method = settings.per_channel, settings.calibrate_method
         config = (pq.get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=True) if dynamic
                   else _static_config(pq, per_channel, method))
         quantizer = pq.PT2EQuantizer().set_global(config)

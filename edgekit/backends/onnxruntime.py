@@ -36,17 +36,21 @@ def _ort():
 
 
 def resolved_quantization(target, transformer: bool) -> dict:
-    """The int8 settings for a target: the profile's [quantization] table where given, otherwise
-    defaults from its arch and ISA (module docstring)."""
-    q = target.quantization
-    x86_no_vnni = target.arch == "x86_64" and not target.has_vnni
+    """The int8 settings for a target and model: the profile's [quantization] table (with
+    [quantization.transformer] on top for transformers, TargetProfile.int8_for) where given,
+    otherwise defaults from its arch and ISA (module docstring)."""
+    q = target.int8_for(transformer)
     if q.activation_type is not None:
         act = q.activation_type
     else:
         # ARM: ORT recommends S8S8 QDQ. x86: U8S8 (the fast MLAS path).
         act = "int8" if target.arch == "aarch64" else "uint8"
+    if q.mode == "dynamic":
+        act = "uint8"  # DynamicQuantizeLinear produces uint8 activations, whatever the profile says
+    x86_no_vnni = target.arch == "x86_64" and not target.has_vnni
     return {
-        "format": "QDQ",
+        "format": "QDQ" if q.mode == "static" else "QOperator (MatMulInteger, DynamicQuantizeLinear)",
+        "mode": q.mode,
         "calibrate_method": q.calibrate_method,
         "per_channel": q.per_channel,
         "reduce_range": x86_no_vnni if q.reduce_range is None else q.reduce_range,
@@ -275,17 +279,25 @@ class OnnxRuntimeBackend:
         from onnxruntime import quantization as oq
         q = resolved_quantization(target, handle.is_transformer)
         pre = self._preprocess(artifact, handle, workdir)
-        if p == "int8-dynamic":
-            out = workdir / "model_int8.onnx"
-            q = {k: q[k] for k in ("per_channel", "reduce_range", "weight_type", "op_types")}
-            with _quiet():
-                oq.quantize_dynamic(str(pre), str(out), per_channel=q["per_channel"],
-                                    reduce_range=q["reduce_range"], weight_type=_QTYPE[q["weight_type"]](oq),
-                                    op_types_to_quantize=q["op_types"])
-            inline_weights(out)
-            q["mode"] = "dynamic"
-            return Artifact("onnxruntime", out, p, [out], {**artifact.details, "quantization": q})
+        if p == "int8-dynamic" or q["mode"] == "dynamic":
+            return self._dynamic(artifact, pre, {**q, "mode": "dynamic"}, p, workdir / "model_int8.onnx")
         return self._static(artifact, pre, q, calibration, workdir / "model_int8.onnx")
+
+    @staticmethod
+    def _dynamic(artifact: Artifact, pre: Path, q: dict, precision: str, out: Path,
+                 exclude: list[str] | None = None) -> Artifact:
+        """int8 weights; activations quantized per tensor at run time (DynamicQuantizeLinear), so
+        there is no calibration range to get wrong: ONNX Runtime's choice for transformers."""
+        from onnxruntime import quantization as oq
+        keep = ("mode", "format", "per_channel", "reduce_range", "activation_type", "weight_type", "op_types")
+        q = {k: q[k] for k in keep}
+        with _quiet():
+            oq.quantize_dynamic(str(pre), str(out), per_channel=q["per_channel"],
+                                reduce_range=q["reduce_range"], weight_type=_QTYPE[q["weight_type"]](oq),
+                                op_types_to_quantize=q["op_types"], nodes_to_exclude=exclude or [])
+        inline_weights(out)
+        q["nodes_in_float"] = exclude or []
+        return Artifact("onnxruntime", out, precision, [out], {**artifact.details, "quantization": q})
 
     @staticmethod
     def _preprocess(artifact: Artifact, handle, workdir: Path) -> Path:
@@ -326,12 +338,20 @@ class OnnxRuntimeBackend:
         i.e. the quantization noise that layer itself adds."""
         q = resolved_quantization(target, handle.is_transformer)
         pre = self._preprocess(artifact, handle, workdir)
+        dynamic = target.precision == "int8-dynamic" or q["mode"] == "dynamic"
         first = workdir / "model_int8.onnx"
+        if dynamic:
+            # qdq_loss_debug pairs QuantizeLinear/DequantizeLinear outputs with float tensors: the
+            # ranking comes from a static QDQ twin with the same weights settings.
+            first = self._static(artifact, pre, {**q, "mode": "static", "calibrate_method": "minmax"},
+                                 calibration.head(min(len(calibration), 16)), workdir / "model_rank_qdq.onnx").path
         ranking = _sensitivity(pre, first, calibration.head(min(len(calibration), 16)), workdir)
         k = 1
         while ranking and k <= len(ranking):
             excluded = ranking[:k]
-            yield self._static(artifact, pre, q, calibration, workdir / f"model_int8_float{k}.onnx", excluded), excluded
+            out = workdir / f"model_int8_float{k}.onnx"
+            yield (self._dynamic(artifact, pre, q, target.precision, out, excluded) if dynamic else
+                   self._static(artifact, pre, q, calibration, out, excluded)), excluded
             if k == len(ranking):
                 break
             k = min(2 * k, len(ranking))
