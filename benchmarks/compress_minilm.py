@@ -74,6 +74,21 @@ def compressed(handle, raw_recipe: dict, stage_indices: list[int], train, val, c
     return out, rows
 
 
+def _against(row: dict, source: dict, id2label: dict) -> dict:
+    """A prune-stage row re-based on the 6-layer source (run_recipe measured it against its own
+    input, the distilled student)."""
+    row = dict(row)
+    row["stage"] += 1  # stage 2 of the recipe file
+    row["speedup"] = round(source["latency_ms"] / row["latency_ms"], 4)
+    row["accuracy_drop"] = round(source["accuracy"] - row["accuracy"], 6)
+    drops = {c: round(source["per_class_accuracy"][c] - row["per_class_accuracy"].get(c, 0.0), 6)
+             for c in source["per_class_accuracy"]}
+    worst = max(drops, key=drops.get)
+    row["per_class_drop"], row["max_class_drop"] = drops, drops[worst]
+    row["max_class_drop_class"] = id2label.get(worst, worst)
+    return row
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", default=str(ROOT / "build/minilm-debian"),
@@ -117,7 +132,9 @@ def main(argv=None) -> int:
     distilled, rows_d = compressed(handle, raw, [0], train, val, a.work / "cache", a.fresh)
     log("prune: heads + FFN neurons of the 3-layer student (recipe stage 2)")
     pruned, rows_p = compressed(distilled, raw, [1], train, val, a.work / "cache", a.fresh)
-    stages = rows_d + rows_p[1:]
+    stages = rows_d + [_against(r, rows_d[0], {str(k): str(v) for k, v in
+                                                    (handle.metadata.get("id2label") or {}).items()})
+                      for r in rows_p[1:]]
     console.print(render_stage_table(stages, title=f"MiniLM classifier, {RECIPE.relative_to(ROOT)}"))
 
     models = {"fp32 6-layer": (handle, "fp32"), "int8 6-layer": (handle, "int8"),
