@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 # torch pulled in by another package) downloads a multi-GB CUDA build. Installed first.
 TORCH   := torch==2.13.0
 
-.PHONY: install demo test test-fast test-deps bench clean ssh-server chromium arm-root
+.PHONY: install demo test test-fast test-deps bench bench-x86 clean ssh-server chromium arm-root
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -57,7 +57,21 @@ test: test-deps
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-bench: $(STAMP)
+# The fine-tuned MiniLM classifier the transformer benchmarks use (examples/text; 5-10 min on 2 cores).
+MINILM := build/minilm-debian
+$(MINILM)/config.json: $(STAMP) examples/text/finetune_minilm.py examples/text/debian_sections_train.jsonl
+	$(BIN)/python examples/text/finetune_minilm.py --out $(MINILM)
+
+# Every benchmark, one after the other (about an hour on a quiet 2-core machine; benchmarks/README.md):
+# issue 2 (x86 int8), issue 3 (three runtimes, digits + ResNet-18 + MiniLM), issue 4 (digits pruning,
+# MiniLM distillation + pruning). Results: benchmarks/results/*.json and .md.
+bench: bench-x86 $(MINILM)/config.json
+	$(BIN)/python benchmarks/runtimes.py --minilm
+	$(BIN)/python benchmarks/minilm_int8_study.py --source $(MINILM)
+	$(BIN)/python benchmarks/compress_bench.py --work benchmarks/work/compress_digits
+	$(BIN)/python benchmarks/compress_minilm.py --source $(MINILM)
+
+bench-x86: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

@@ -230,11 +230,13 @@ def markdown(data: dict) -> str:
                      f"{r['p95_ms']:.2f} | {r['speedup_p50']:.2f}x | {sr['median']:.2f}x [{sr['min']:.2f}-{sr['max']:.2f}] | "
                      f"{r['size_mb']:.2f} | {tgt} |")
     lines += ["", "Stages (PyTorch fp32, from the recipe run):", "",
-              "| stage | params | MACs | accuracy | PyTorch ms | seconds |", "|---|---|---|---|---|---|"]
+              "| stage | params | MACs | accuracy | drop vs source | largest class drop | PyTorch ms | seconds |",
+              "|---|---|---|---|---|---|---|---|"]
     for s in data["stages"]:
         if "params" in s:
+            worst = (f"{s['max_class_drop'] * 100:+.1f} pts ({s['max_class_drop_class']})" if s["stage"] else "-")
             lines.append(f"| {s['name']} | {s['params']:,} | {s['macs']:,} | {s['accuracy']:.4f} | "
-                         f"{s['latency_ms']:.2f} | {s.get('seconds', 0):.0f} |")
+                         f"{s['accuracy_drop'] * 100:+.2f} pts | {worst} | {s['latency_ms']:.2f} | {s.get('seconds', 0):.0f} |")
     return "\n".join(lines) + "\n"
 
 
