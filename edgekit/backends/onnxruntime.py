@@ -25,6 +25,7 @@ from .base import Artifact, quiet
 # (fp32 86.7 MB, 0.8967).
 TRANSFORMER_OPS = ("MatMul", "Gemm", "Gather")
 OPSET = 18  # the dynamo exporter's native opset; ORT 1.2x quantizes it fully
+DYNAMIC_FORMAT = "QOperator (DynamicQuantizeLinear + MatMulInteger)"
 
 
 def _ort():
@@ -49,7 +50,7 @@ def resolved_quantization(target, transformer: bool) -> dict:
         act = "uint8"  # DynamicQuantizeLinear produces uint8 activations, whatever the profile says
     x86_no_vnni = target.arch == "x86_64" and not target.has_vnni
     return {
-        "format": "QDQ" if q.mode == "static" else "QOperator (MatMulInteger, DynamicQuantizeLinear)",
+        "format": "QDQ" if q.mode == "static" else DYNAMIC_FORMAT,
         "mode": q.mode,
         "calibrate_method": q.calibrate_method,
         "per_channel": q.per_channel,
@@ -280,7 +281,7 @@ class OnnxRuntimeBackend:
         q = resolved_quantization(target, handle.is_transformer)
         pre = self._preprocess(artifact, handle, workdir)
         if p == "int8-dynamic" or q["mode"] == "dynamic":
-            return self._dynamic(artifact, pre, {**q, "mode": "dynamic"}, p, workdir / "model_int8.onnx")
+            return self._dynamic(artifact, pre, q, p, workdir / "model_int8.onnx")
         return self._static(artifact, pre, q, calibration, workdir / "model_int8.onnx")
 
     @staticmethod
@@ -290,11 +291,14 @@ class OnnxRuntimeBackend:
         there is no calibration range to get wrong: ONNX Runtime's choice for transformers."""
         from onnxruntime import quantization as oq
         keep = ("mode", "format", "per_channel", "reduce_range", "activation_type", "weight_type", "op_types")
-        q = {k: q[k] for k in keep}
+        q = {**{k: q[k] for k in keep}, "mode": "dynamic", "format": DYNAMIC_FORMAT}
+        # quantize_dynamic first rewrites every Gemm as MatMul (+ Add), named "<gemm>_MatMul"
+        # (onnxruntime/quantization/onnx_model.py, replace_gemm_with_matmul): exclude both names.
+        names = [n for name in exclude or [] for n in (name, f"{name}_MatMul")]
         with _quiet():
             oq.quantize_dynamic(str(pre), str(out), per_channel=q["per_channel"],
                                 reduce_range=q["reduce_range"], weight_type=_QTYPE[q["weight_type"]](oq),
-                                op_types_to_quantize=q["op_types"], nodes_to_exclude=exclude or [])
+                                op_types_to_quantize=q["op_types"], nodes_to_exclude=names)
         inline_weights(out)
         q["nodes_in_float"] = exclude or []
         return Artifact("onnxruntime", out, precision, [out], {**artifact.details, "quantization": q})

@@ -1,0 +1,64 @@
+"""ONNX Runtime backend: dynamic int8 (a profile's quantization.mode) and its layer-by-layer
+back-off, on a tiny CNN trained on real digits."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime", reason="onnxruntime extra not installed (pip install 'edgekit[onnxruntime]')")
+
+import onnx  # noqa: E402
+
+from bkutil import N_EVAL, dataset, digits, tiny_cnn  # noqa: E402
+from edgekit.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
+from edgekit.parity import accuracy, run_all  # noqa: E402
+from edgekit.source import ModelHandle, TensorSpec  # noqa: E402
+from edgekit.targets import profile_from_dict  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def setup():
+    x, y = digits()
+    model = tiny_cnn(x, y)
+    handle = ModelHandle(kind="python", spec="test", sha256="0", inputs=[TensorSpec("x", (None, 1, 8, 8), "float32")],
+                         outputs=["logits"], module=model)
+    return handle, dataset({"x": x[:64]}), dataset({"x": x[-N_EVAL:]}, y[-N_EVAL:])
+
+
+def _target(**quant):
+    return profile_from_dict(dict(name="t", description="d", arch="x86_64", isa=["avx2", "fma"], runtime="onnxruntime",
+                                  device="CPU", precision="int8", threads=1, quantization=quant), "mem")
+
+
+def _ops(path):
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+def test_dynamic_mode_and_its_backoff(setup, tmp_path):
+    handle, calib, val = setup
+    backend = OnnxRuntimeBackend()
+    target = _target(mode="dynamic", op_types=["Conv", "Gemm", "MatMul"], per_channel=False)
+    fp = backend.export(handle, target, tmp_path, calib.inputs)
+    art = backend.quantize(fp, handle, target, calib, tmp_path)
+    q = art.details["quantization"]
+    assert art.precision == "int8" and q["mode"] == "dynamic" and q["format"].startswith("QOperator")
+    ops = _ops(art.path)
+    assert "DynamicQuantizeLinear" in ops and "QuantizeLinear" not in ops and "ConvInteger" in ops
+    acc_fp = accuracy(run_all(backend.open(fp, 1), val)[0], val.labels)
+    acc_q = accuracy(run_all(backend.open(art, 1), val)[0], val.labels)
+    assert acc_fp > 0.8 and abs(acc_fp - acc_q) <= 0.05
+
+    # The back-off ranks layers on a static QDQ twin and yields dynamic models with 1, 2, ... in float.
+    tried = list(backend.backoff(fp, handle, target, calib, val, tmp_path, None, 0.0))
+    assert [len(ex) for _, ex in tried] == [1, 2]
+    one, excluded = tried[0]
+    assert one.details["quantization"]["mode"] == "dynamic"
+    assert one.details["quantization"]["nodes_in_float"] == excluded
+    ops1 = _ops(one.path)
+    # exactly one of Conv / Gemm still runs in float, the other in int8
+    assert ops1.count("ConvInteger") + ops1.count("MatMulInteger") == 1
+    assert "Conv" in ops1 or "Gemm" in ops1 or "MatMul" in ops1
+    all_float, _ = tried[-1]
+    assert "DynamicQuantizeLinear" not in _ops(all_float.path)
+    out = run_all(backend.open(all_float, 1), val)[0]
+    ref = run_all(backend.open(fp, 1), val)[0]
+    assert np.abs(out - ref).max() < 1e-4
