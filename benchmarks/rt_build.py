@@ -4,7 +4,8 @@ variant with 2 threads. Used by benchmarks/runtimes.py.
 
 Temporary profiles (written under the work folder, no [budget], convert(..., ignore_budgets=True)):
   rt-onnxruntime  x86_64 avx2+fma, onnxruntime, x86-avx2's [quantization] (static QDQ, per-channel,
-                  MinMax, U8S8, reduce_range): the same int8 as the shipped x86-avx2 profile
+                  MinMax, U8S8, reduce_range) and [quantization.transformer] (dynamic, per-tensor,
+                  8-bit weights): the same int8 as the shipped x86-avx2 profile
   rt-openvino     x86_64 avx2+fma (no VNNI: this CPU), openvino, [quantization] derived by edgekit
                   (NNCF PTQ, overflow_fix first_layer_only on no-VNNI x86)
   rt-litert       aarch64 neon+dotprod, litert, static_shapes = true (as rpi5; the .tflite runs here too)
@@ -33,7 +34,8 @@ OV_CONFIG = {"INFERENCE_NUM_THREADS": THREADS, "PERFORMANCE_HINT": "LATENCY"}
 _PROFILE_HEAD = {
     "onnxruntime": {"arch": "x86_64", "isa": ["avx2", "fma"], "static_shapes": False,
                     "quant": {"calibrate_method": "minmax", "per_channel": True, "reduce_range": True,
-                              "activation_type": "uint8", "weight_type": "int8"}},
+                              "activation_type": "uint8", "weight_type": "int8",
+                              "transformer": {"mode": "dynamic", "per_channel": False, "reduce_range": False}}},
     "openvino": {"arch": "x86_64", "isa": ["avx2", "fma"], "static_shapes": False, "quant": None},
     "litert": {"arch": "aarch64", "isa": ["neon", "dotprod"], "static_shapes": True, "quant": None},
 }
@@ -48,7 +50,10 @@ def write_profile(runtime: str, folder: Path, sequence_length: int = 64) -> Path
              f"sequence_length = {sequence_length}", "calibration_samples = 32"]
     if p["quant"]:
         lines.append("\n[quantization]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in p["quant"].items()]
+        lines += [f"{k} = {json.dumps(v)}" for k, v in p["quant"].items() if k != "transformer"]
+        if "transformer" in p["quant"]:
+            lines.append("\n[quantization.transformer]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in p["quant"]["transformer"].items()]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"rt-{runtime}.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

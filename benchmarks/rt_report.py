@@ -18,6 +18,16 @@ def _paired(a: dict, b: dict) -> dict:
     return {"median": statistics.median(r), "min": min(r), "max": max(r)}
 
 
+def paired_ratio(a: list[float], b: list[float], resamples: int = 10000, seed: int = 0) -> tuple[float, tuple]:
+    """Median of the per-round ratios a/b and its percentile-bootstrap 95% CI (rounds resampled
+    whole, so both sides of a ratio keep the load they shared)."""
+    import numpy as np
+    r = np.asarray(a, dtype=float) / np.asarray(b, dtype=float)
+    idx = np.random.default_rng(seed).integers(0, r.size, (resamples, r.size))
+    lo, hi = np.percentile(np.median(r[idx], axis=1), [2.5, 97.5])
+    return float(np.median(r)), (float(lo), float(hi))
+
+
 def target(m: dict, int8_only: bool = False) -> dict:
     """'edgekit's best x86 artifact is at least as fast as the fastest default recipe that stays
     within 1 point of fp32 accuracy, and itself stays within 1 point (0.5 where any recipe manages it)'."""
@@ -42,16 +52,14 @@ def target(m: dict, int8_only: bool = False) -> dict:
     out["edgekit_best"] = {"variant": be, "p50_ms": V[be]["latency_ms"]["p50"], "drop_points": V[be]["drop_points"]}
     out["speedup_vs_fastest_default_p50"] = V[fd]["latency_ms"]["p50"] / V[be]["latency_ms"]["p50"]
     out["speedup_vs_fastest_default_rounds"] = _paired(V[fd], V[be])
-    # "At least as fast": faster on p50, or not measurably slower. The second is judged as edgekit's
-    # baseline gate judges a regression (edgekit.regression.compare_latency on the per-round p50s:
-    # bootstrap 95% CI of the ratio of medians): a CI that reaches 1.0 is a tie within noise, which
-    # is the expected outcome where edgekit's artifact comes from the same quantizer as the default.
-    from edgekit.regression import compare_latency
-    cmp = compare_latency(V[be]["round_p50_ms"], V[fd]["round_p50_ms"])
+    # "At least as fast": faster on p50, or not measurably slower: the 95% bootstrap CI of the median
+    # paired ratio (edgekit / default, per interleaved round) reaches 1.0. A tie within noise is the
+    # expected outcome where edgekit's artifact comes from the same quantizer as the default.
+    ratio, ci = paired_ratio(V[be]["round_p50_ms"], V[fd]["round_p50_ms"])
     faster = V[be]["latency_ms"]["p50"] <= V[fd]["latency_ms"]["p50"]
-    out["latency_ratio_vs_default"] = {"ratio": cmp.ratio, "ci95": list(cmp.ci), "p_slower": cmp.p_value,
-                                       "samples": "per-round p50 ms, interleaved rounds"}
-    out["verdict"] = "faster" if faster else ("tie within noise" if cmp.ci[0] <= 1.0 else "slower")
+    out["latency_ratio_vs_default"] = {"ratio": ratio, "ci95": list(ci),
+                                       "samples": "edgekit / default round p50, paired by interleaved round"}
+    out["verdict"] = "faster" if faster else ("tie within noise" if ci[0] <= 1.0 else "slower")
     out["met"] = out["verdict"] != "slower"
     if not int8_only:
         out["int8_only"] = target(m, int8_only=True)
@@ -86,7 +94,7 @@ def target_lines(data: dict) -> list[str]:
         r = t["speedup_vs_fastest_default_rounds"]
         drop = lambda d: "n/a" if d is None else f"{d:+.2f} pts"
         lr = t.get("latency_ratio_vs_default")
-        verdict = (f" [{t['verdict']}: latency ratio {lr['ratio']:.3f}, 95% CI {lr['ci95'][0]:.3f}-{lr['ci95'][1]:.3f}]"
+        verdict = (f" ({t['verdict']}: latency ratio {lr['ratio']:.3f}, 95% CI {lr['ci95'][0]:.3f}-{lr['ci95'][1]:.3f})"
                    if lr else "")
         line = (f"{name}: {'MET' if t['met'] else 'NOT MET'}{verdict} - edgekit best x86 = {be['variant']} "
                 f"p50 {be['p50_ms']:.3f} ms ({drop(be['drop_points'])}); fastest default within 1 pt = "
