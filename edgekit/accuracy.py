@@ -32,7 +32,7 @@ def control(backend, fp: Artifact, first: Artifact, first_acc: float, source_acc
                  "drop": source_acc - first_acc}]
     if max_drop is None or source_acc - first_acc <= max_drop or first is fp:
         return Outcome(first, attempts, "within budget")
-    if target.quantization.accuracy_aware and hasattr(backend, "backoff"):
+    if target.int8_for(handle.is_transformer).accuracy_aware and hasattr(backend, "backoff"):
         for art, in_float in backend.backoff(fp, handle, target, calibration, validation, workdir,
                                                  evaluate, max_drop):
             acc = evaluate(art)

@@ -149,13 +149,9 @@ def _load_pt2(path: Path) -> ModelHandle:
 _HF_LOGITS = None
 
 
-def __getattr__(name: str):
-    """``edgekit.source.HFLogits``, built on first use so that importing this module does not import
-    torch, yet a module level name, so that a wrapped model pickles (the benchmarks cache
-    compressed students with torch.save)."""
+def _hf_logits_class():
+    """The wrapper class, built on first use so that importing this module does not import torch."""
     global _HF_LOGITS
-    if name != "HFLogits":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     if _HF_LOGITS is None:
         import torch
 
@@ -173,6 +169,14 @@ def __getattr__(name: str):
         HFLogits.__module__, HFLogits.__qualname__ = __name__, "HFLogits"
         _HF_LOGITS = HFLogits
     return _HF_LOGITS
+
+
+def __getattr__(name: str):
+    """``edgekit.source.HFLogits`` as a module-level name, so that a wrapped model pickles (the
+    benchmarks cache compressed students with torch.save)."""
+    if name == "HFLogits":
+        return _hf_logits_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _load_hf(path: Path) -> ModelHandle:
@@ -198,7 +202,7 @@ def _load_hf(path: Path) -> ModelHandle:
 
     names = [n for n in tok.model_input_names]
 
-    wrapped = __getattr__("HFLogits")(model, names).eval()
+    wrapped = _hf_logits_class()(model, names).eval()
     handle = ModelHandle("hf", str(path), sha256_path(path),
                          [TensorSpec(n, None, "int64") for n in names], ["logits"],
                          module=wrapped, hf_dir=path, is_transformer=True)

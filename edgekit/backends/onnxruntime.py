@@ -290,8 +290,8 @@ class OnnxRuntimeBackend:
         """int8 weights; activations quantized per tensor at run time (DynamicQuantizeLinear), so
         there is no calibration range to get wrong: ONNX Runtime's choice for transformers."""
         from onnxruntime import quantization as oq
-        keep = ("mode", "format", "per_channel", "reduce_range", "activation_type", "weight_type", "op_types")
-        q = {**{k: q[k] for k in keep}, "mode": "dynamic", "format": DYNAMIC_FORMAT}
+        keep = ("per_channel", "reduce_range", "activation_type", "weight_type", "op_types")
+        q = {"mode": "dynamic", "format": DYNAMIC_FORMAT, **{k: q[k] for k in keep}}
         # quantize_dynamic first rewrites every Gemm as MatMul (+ Add), named "<gemm>_MatMul"
         # (onnxruntime/quantization/onnx_model.py, replace_gemm_with_matmul): exclude both names.
         names = [n for name in exclude or [] for n in (name, f"{name}_MatMul")]

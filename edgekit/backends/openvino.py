@@ -144,8 +144,9 @@ def compile_config(precision: str, threads: int) -> dict:
 
 
 def int8_settings(target, transformer: bool) -> dict:
-    """NNCF post-training quantization settings for a target (module docstring)."""
-    q = target.quantization
+    """NNCF post-training quantization settings for a target and model (module docstring), from
+    TargetProfile.int8_for: [quantization.transformer] applies to transformers here too."""
+    q = target.int8_for(transformer)
     x86_no_vnni = target.arch == "x86_64" and not target.has_vnni
     if q.reduce_range is None:
         overflow_fix = "first_layer_only" if x86_no_vnni else "disable"
