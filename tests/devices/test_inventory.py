@@ -144,3 +144,11 @@ def test_check_finds_the_runtime_here_and_names_what_to_install_elsewhere(tmp_pa
     assert not rows["nopython"]["ok"] and "no-such-python" in rows["nopython"]["problems"][0]
     proc = run_cli("devices", "--devices", f, "--check", "--only", "here")
     assert proc.returncode == 0 and "ok" in proc.stdout
+
+
+def test_shipped_emulated_inventory_loads():
+    """examples/devices/emulated-arm.toml (used by the README's MiniLM example) stays valid."""
+    from ektest import REPO
+    devices = load_devices(REPO / "examples" / "devices" / "emulated-arm.toml")
+    assert {(d.name, d.transport, d.target) for d in devices} == {
+        ("pi4-emulated", "qemu", "rpi4"), ("graviton-emulated", "qemu", "arm64-server")}
