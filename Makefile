@@ -59,7 +59,7 @@ test-fast: $(STAMP)
 
 # The fine-tuned MiniLM classifier the transformer benchmarks use (examples/text; 5-10 min on 2 cores).
 MINILM := build/minilm-debian
-$(MINILM)/config.json: $(STAMP) examples/text/finetune_minilm.py examples/text/debian_sections_train.jsonl
+$(MINILM)/config.json: examples/text/finetune_minilm.py examples/text/debian_sections_train.jsonl | $(STAMP)
 	$(BIN)/python examples/text/finetune_minilm.py --out $(MINILM)
 
 # Every benchmark, one after the other (about an hour on a quiet 2-core machine; benchmarks/README.md):
