@@ -39,3 +39,24 @@ def tiny_cnn(x, y):
 
 def dataset(inputs: dict, labels=None) -> Dataset:
     return Dataset(inputs=inputs, labels=labels, path="mem", sha256="0", format="npz")
+
+
+def digits_setup() -> dict:
+    """The tiny CNN trained on the first 1200 digits, as a source handle, with 64 calibration
+    samples, N_EVAL held-out samples and PyTorch's logits on them: what every backend test starts from."""
+    from edgekit.source import ModelHandle, TensorSpec
+    x, y = digits()
+    model = tiny_cnn(x[:1200], y[:1200])
+    handle = ModelHandle(kind="python", spec="test", sha256="0",
+                         inputs=[TensorSpec("x", (None, 1, 8, 8), "float32")], outputs=["logits"], module=model)
+    calib = dataset({"x": x[:64]}, y[:64])
+    evals = dataset({"x": x[1200:1200 + N_EVAL]}, y[1200:1200 + N_EVAL])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(evals.inputs["x"])).numpy()
+    return {"x": x, "y": y, "model": model, "handle": handle, "calib": calib, "evals": evals, "ref": ref}
+
+
+def first_output(runner, data: Dataset) -> np.ndarray:
+    """The model's first output on every sample, through the pipeline's own batch-1 runner."""
+    from edgekit.parity import run_all
+    return run_all(runner, data)[0]

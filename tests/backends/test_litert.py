@@ -17,13 +17,11 @@ if importlib.util.find_spec("litert_torch") is None or importlib.util.find_spec(
 
 from edgekit.backends.litert import LiteRtBackend  # noqa: E402
 from edgekit.parity import PARITY_TOLERANCE  # noqa: E402
-from edgekit.data import Dataset  # noqa: E402
 from edgekit.errors import ConfigError  # noqa: E402
 from edgekit.source import ModelHandle, TensorSpec  # noqa: E402
 from edgekit.targets import profile_from_dict  # noqa: E402
 
-from edgekit.parity import run_all  # noqa: E402
-from bkutil import N_EVAL, dataset, digits as _digits, tiny_cnn as _tiny_cnn  # noqa: E402
+from bkutil import dataset, digits_setup, first_output  # noqa: E402
 
 
 _data = dataset
@@ -36,24 +34,16 @@ def _target(precision="fp32", **extra):
     return profile_from_dict(raw, "test")
 
 
-def _run(runner, data: Dataset) -> np.ndarray:
-    return run_all(runner, data)[0]  # the pipeline's own batch-1 runner
+_run = first_output
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    x, y = _digits()
-    model = _tiny_cnn(x[:1200], y[:1200])
-    handle = ModelHandle(kind="python", spec="test", sha256="0",
-                         inputs=[TensorSpec("x", (None, 1, 8, 8), "float32")], outputs=["logits"], module=model)
-    calib = _data({"x": x[:64]}, y[:64])
-    evals = _data({"x": x[1200:1200 + N_EVAL]}, y[1200:1200 + N_EVAL])
-    with torch.no_grad():
-        ref = model(torch.from_numpy(evals.inputs["x"])).numpy()
+    common = digits_setup()
     backend = LiteRtBackend()
     backend.available()
-    fp32 = backend.export(handle, _target(), tmp_path_factory.mktemp("litert"), calib.inputs)
-    return {"handle": handle, "calib": calib, "evals": evals, "ref": ref, "backend": backend, "fp32": fp32}
+    fp32 = backend.export(common["handle"], _target(), tmp_path_factory.mktemp("litert"), common["calib"].inputs)
+    return {**common, "backend": backend, "fp32": fp32}
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "int8-dynamic"])

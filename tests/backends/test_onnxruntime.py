@@ -8,20 +8,16 @@ pytest.importorskip("onnxruntime", reason="onnxruntime extra not installed (pip 
 
 import onnx  # noqa: E402
 
-from bkutil import N_EVAL, dataset, digits, tiny_cnn  # noqa: E402
+from bkutil import digits_setup, first_output  # noqa: E402
 from edgekit.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
-from edgekit.parity import accuracy, run_all  # noqa: E402
-from edgekit.source import ModelHandle, TensorSpec  # noqa: E402
+from edgekit.parity import accuracy  # noqa: E402
 from edgekit.targets import profile_from_dict  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def setup():
-    x, y = digits()
-    model = tiny_cnn(x, y)
-    handle = ModelHandle(kind="python", spec="test", sha256="0", inputs=[TensorSpec("x", (None, 1, 8, 8), "float32")],
-                         outputs=["logits"], module=model)
-    return handle, dataset({"x": x[:64]}), dataset({"x": x[-N_EVAL:]}, y[-N_EVAL:])
+    s = digits_setup()
+    return s["handle"], s["calib"], s["evals"]
 
 
 def _target(**quant):
@@ -43,8 +39,8 @@ def test_dynamic_mode_and_its_backoff(setup, tmp_path):
     assert art.precision == "int8" and q["mode"] == "dynamic" and q["format"].startswith("QOperator")
     ops = _ops(art.path)
     assert "DynamicQuantizeLinear" in ops and "QuantizeLinear" not in ops and "ConvInteger" in ops
-    acc_fp = accuracy(run_all(backend.open(fp, 1), val)[0], val.labels)
-    acc_q = accuracy(run_all(backend.open(art, 1), val)[0], val.labels)
+    acc_fp = accuracy(first_output(backend.open(fp, 1), val), val.labels)
+    acc_q = accuracy(first_output(backend.open(art, 1), val), val.labels)
     assert acc_fp > 0.8 and abs(acc_fp - acc_q) <= 0.05
 
     # The back-off ranks layers on a static QDQ twin and yields dynamic models with 1, 2, ... in float.
@@ -59,6 +55,6 @@ def test_dynamic_mode_and_its_backoff(setup, tmp_path):
     assert "Conv" in ops1 or "Gemm" in ops1 or "MatMul" in ops1
     all_float, _ = tried[-1]
     assert "DynamicQuantizeLinear" not in _ops(all_float.path)
-    out = run_all(backend.open(all_float, 1), val)[0]
-    ref = run_all(backend.open(fp, 1), val)[0]
+    out = first_output(backend.open(all_float, 1), val)
+    ref = first_output(backend.open(fp, 1), val)
     assert np.abs(out - ref).max() < 1e-4

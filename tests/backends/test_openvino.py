@@ -16,13 +16,11 @@ pytest.importorskip("sklearn")
 from edgekit.parity import PARITY_TOLERANCE  # noqa: E402
 from edgekit.backends.openvino import (OpenVinoBackend,  # noqa: E402
                                        quantize_with_accuracy_control)
-from edgekit.data import Dataset  # noqa: E402
 from edgekit.errors import MissingExtraError  # noqa: E402
 from edgekit.source import ModelHandle, TensorSpec  # noqa: E402
 from edgekit.targets import profile_from_dict  # noqa: E402
 
-from edgekit.parity import run_all  # noqa: E402
-from bkutil import N_EVAL, dataset, digits as _digits, tiny_cnn as _tiny_cnn  # noqa: E402
+from bkutil import dataset, digits_setup, first_output  # noqa: E402
 
 
 def _data(x, labels=None):
@@ -35,26 +33,17 @@ def _target(precision="fp32", **extra):
     return profile_from_dict(raw, "test")
 
 
-def _run(runner, data: Dataset) -> np.ndarray:
-    return run_all(runner, data)[0]  # the pipeline's own batch-1 runner
+_run = first_output
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    x, y = _digits()
-    model = _tiny_cnn(x[:1200], y[:1200])
-    handle = ModelHandle(kind="python", spec="test", sha256="0",
-                         inputs=[TensorSpec("x", (None, 1, 8, 8), "float32")], outputs=["logits"], module=model)
-    calib = _data(x[:64], y[:64])
-    evals = _data(x[1200:1200 + N_EVAL], y[1200:1200 + N_EVAL])
-    with torch.no_grad():
-        ref = model(torch.from_numpy(evals.inputs["x"])).numpy()
+    common = digits_setup()
     work = tmp_path_factory.mktemp("ov")
     backend = OpenVinoBackend()
     backend.available()
-    fp32 = backend.export(handle, _target(), work, calib.inputs)
-    return {"x": x, "y": y, "model": model, "handle": handle, "calib": calib, "evals": evals, "ref": ref,
-            "backend": backend, "fp32": fp32}
+    fp32 = backend.export(common["handle"], _target(), work, common["calib"].inputs)
+    return {**common, "backend": backend, "fp32": fp32}
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "int8-dynamic"])
