@@ -13,8 +13,7 @@ imported inside the functions that need them.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__  # noqa: E402
 from .errors import EdgekitError  # noqa: E402
 from .targets import TargetProfile, load_target  # noqa: E402
 from .source import load  # noqa: E402
