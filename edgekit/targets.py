@@ -26,13 +26,17 @@ CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
 QTYPES = ("uint8", "int8")
 MODES = ("static", "dynamic")
 STAND_IN = ("warn", "fail")
+# The precision a device computes float work in (OpenVINO's INFERENCE_PRECISION_HINT). Pinned on the
+# device and on the dev machine, so that both run the same arithmetic whatever CPU they have: left
+# alone, OpenVINO's CPU plugin computes in bf16 on AVX512_BF16/AMX hosts and in f16 on ARM.
+INFERENCE_PRECISIONS = ("f32", "bf16", "f16")
 
 # key -> accepted python type(s)
 _TOP: dict[str, type | tuple[type, ...]] = {
     "name": str, "description": str, "arch": str, "isa": list, "runtime": str, "device": str,
     "precision": str, "threads": int, "static_shapes": bool, "sequence_length": int,
     "calibration_samples": int, "stand_in": str, "memory_mb": int, "require_robustness": bool,
-    "quantization": dict, "budget": dict,
+    "inference_precision": str, "quantization": dict, "budget": dict,
 }
 _REQUIRED = ("name", "description", "arch", "isa", "runtime", "device", "precision", "threads")
 _QUANT: dict[str, type | tuple[type, ...]] = {
@@ -102,6 +106,7 @@ class TargetProfile:
     stand_in: str = "warn"
     memory_mb: int | None = None
     require_robustness: bool = False  # the gate fails a report whose robustness suite did not pass
+    inference_precision: str | None = None  # None = compute_precision's default
     quantization: Quantization = Quantization()
     budget: Budgets = Budgets()
     path: str | None = None
@@ -109,6 +114,15 @@ class TargetProfile:
     @property
     def has_vnni(self) -> bool:
         return any(i in self.isa for i in ("avx512_vnni", "avx_vnni", "amx"))
+
+    @property
+    def compute_precision(self) -> str:
+        """What the device computes float work in: the profile's inference_precision, else f16 on an
+        NPU (it has no f32 units; OpenVINO NPU plugin docs) and f32 on CPUs. bf16 is opt-in only:
+        it changes results (logits move by ~0.1 on the digits CNN) and is not what was checked."""
+        if self.inference_precision is not None:
+            return self.inference_precision
+        return "f16" if self.device == "NPU" else "f32"
 
     def int8_for(self, transformer: bool) -> Quantization:
         """The int8 settings for one model: [quantization], with [quantization.transformer] on top
@@ -176,6 +190,12 @@ def profile_from_dict(raw: dict[str, Any], where: str) -> TargetProfile:
     _one_of(raw["device"], DEVICES, "device", where)
     _one_of(raw["precision"], PRECISIONS, "precision", where)
     _one_of(raw.get("stand_in", "warn"), STAND_IN, "stand_in", where)
+    if "inference_precision" in raw:
+        _one_of(raw["inference_precision"], INFERENCE_PRECISIONS, "inference_precision", where)
+        if raw["runtime"] != "openvino" and raw["inference_precision"] != "f32":
+            raise ConfigError(f"{where}: inference_precision = {raw['inference_precision']!r} is only "
+                              "honoured by runtime = 'openvino' (ONNX Runtime and LiteRT compute float "
+                              "work in f32 on CPUs); leave it out or set 'f32'")
     for isa in raw["isa"]:
         _one_of(isa, ISAS, "isa entry", where)
     for key in ("threads", "sequence_length", "calibration_samples", "memory_mb"):

@@ -1,6 +1,8 @@
 """One source, every runtime: each artifact agrees with PyTorch within PARITY_TOLERANCE for its
 precision (issue 3's parity promise), measured by the pipeline itself and recorded in the manifest."""
 
+import platform
+
 import pytest
 
 from edgekit.bundle import read_manifest
@@ -39,4 +41,12 @@ def test_every_runtime_matches_pytorch(digits_example, tmp_path):
             assert parity["top1_agreement"] >= tol["min_top1_agreement"], (r.name, parity)
         assert r.accuracy_drop <= 0.02, (r.name, r.accuracy, r.source_accuracy)
         seen.add((m["model"]["runtime"], r.precision))
+        # The compute precision is pinned (CPU profiles: f32) and what this host computed is
+        # recorded beside its CPU, whatever CPU it is (AVX2-only or AVX-512/VNNI/BF16).
+        host = m["host"]
+        assert m["runtime_settings"]["inference_precision"] == "f32"
+        assert host["computed_in"] == host["target_computes_in"] == "f32", (r.name, host)
+        assert host["cpu_flags"] and host["machine"] and host["note"]
+        if m["target"]["arch"] == "aarch64" and r.precision == "int8" and platform.machine() == "x86_64":
+            assert not host["reproduces_target_arithmetic"] and "host is" in host["note"]
     assert len(seen) == 8

@@ -13,7 +13,11 @@ API calls (OpenVINO 2026.x, NNCF 3.x; FIELD_NOTES "APIs, as used in 2026"):
   int8-dyn   nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM): int8 weights,
              float activations
   open       core.compile_model(model, "CPU", {PERFORMANCE_HINT: LATENCY, INFERENCE_NUM_THREADS,
-             INFERENCE_PRECISION_HINT: f32 for fp32 artifacts}), as the device harness does.
+             INFERENCE_PRECISION_HINT: the target's compute_precision}), as the device harness does.
+             The hint is always pinned: left alone, the CPU plugin computes in bf16 on AVX512_BF16/AMX
+             hosts (an fp16 digits CNN then moved by 0.098 instead of < 0.01) and in f16 on ARM. A
+             precision the host cannot compute is silently replaced by f32 by the plugin; the runner
+             reads back what was used (run.inference_precision) and the manifest records it.
 
 The overflow fix is NNCF's answer to FIELD_NOTES trap 1 (int8 saturation without VNNI): AVX2 and
 AVX-512 without VNNI add u8*s8 pairs in a saturating int16, so NNCF quantizes weights to half the
@@ -132,14 +136,12 @@ def _read(ov, artifact: Artifact):
     return ov.Core().read_model(str(artifact.path))
 
 
-def compile_config(precision: str, threads: int) -> dict:
-    """The CPU plugin settings used here, the same as the device harness's (harness/_ek_rt_openvino.py)."""
-    config = {"PERFORMANCE_HINT": "LATENCY"}
+def compile_config(threads: int, inference_precision: str = "f32") -> dict:
+    """The CPU plugin settings used here, the same as the device harness's (harness/_ek_rt_openvino.py):
+    the compute precision is pinned for every artifact precision (module docstring)."""
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": inference_precision}
     if threads and threads > 0:
         config["INFERENCE_NUM_THREADS"] = int(threads)
-    if precision == "fp32":
-        # Otherwise the CPU plugin runs bf16 on AMX/AVX512-BF16 CPUs and f16 on ARM.
-        config["INFERENCE_PRECISION_HINT"] = "f32"
     return config
 
 
@@ -231,8 +233,9 @@ class OpenVinoBackend:
         if p == "fp16":
             files = _save(ov, model, workdir / "openvino-fp16", fp16=True)
             q = {"method": "ov.save_model(compress_to_fp16=True)", "weights": "f16",
-                 "compute": "device default (f32 on x86 CPUs; f16 on NPU/ARM)"}
-            return Artifact("openvino", files[0], p, files, {**artifact.details, "quantization": q})
+                 "compute": f"pinned: INFERENCE_PRECISION_HINT={target.compute_precision}"}
+            return Artifact("openvino", files[0], p, files, {**artifact.details, "quantization": q,
+                                                             "inference_precision": target.compute_precision})
         nncf = _nncf()
         if p == "int8-dynamic":
             q = {"method": "nncf.compress_weights", "mode": "INT8_ASYM", "weights": "int8 per-channel, asymmetric",
@@ -254,7 +257,8 @@ class OpenVinoBackend:
                 raise BackendError(f"{handle.spec}: NNCF quantization failed for {target.name} "
                                    f"({_first_line(exc)})") from exc
         files = _save(ov, model, workdir / f"openvino-{p}", fp16=False)
-        return Artifact("openvino", files[0], p, files, {**artifact.details, "quantization": q})
+        return Artifact("openvino", files[0], p, files, {**artifact.details, "quantization": q,
+                                                         "inference_precision": target.compute_precision})
 
     def quantize_with_accuracy_control(self, artifact, handle, target, calibration, validation,
                                        max_drop, workdir):
@@ -269,18 +273,24 @@ class OpenVinoBackend:
         yield art, art.details.get("quantization", {}).get("ignored_scope", ["(chosen by NNCF)"])
 
     def open(self, artifact: Artifact, threads: int = 1):
-        return open_compiled(artifact.path, artifact.precision, threads)
+        return open_compiled(artifact.path, threads, artifact.details.get("inference_precision", "f32"))
 
 
-def open_compiled(path: Path | str, precision: str, threads: int = 1):
-    """Compile an IR for "CPU"; returns run(feeds by input name) -> outputs in model order."""
+def open_compiled(path: Path | str, threads: int = 1, inference_precision: str = "f32"):
+    """Compile an IR for "CPU" with the compute precision pinned; returns run(feeds by input name)
+    -> outputs in model order, with run.inference_precision = what the plugin actually computes in."""
     ov = _ov()
     core = ov.Core()
     try:
-        compiled = core.compile_model(str(path), "CPU", compile_config(precision, threads))
+        compiled = core.compile_model(str(path), "CPU", compile_config(threads, inference_precision))
     except Exception as exc:
         raise BackendError(f"{path}: OpenVINO cannot compile this model for CPU ({_first_line(exc)})") from exc
-    return _runner(compiled)
+    run = _runner(compiled)
+    try:
+        run.inference_precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    except Exception:  # a plugin without the property computes in f32 on CPU
+        run.inference_precision = "f32"
+    return run
 
 
 def _runner(compiled):
@@ -333,7 +343,8 @@ def quantize_with_accuracy_control(artifact: Artifact, handle, target, calibrati
                            f"({_first_line(exc)})") from exc
     q["ignored_scope"] = float_layers(model)
     files = _save(ov, model, workdir / "openvino-int8-ac", fp16=False)
-    return Artifact("openvino", files[0], "int8", files, {**artifact.details, "quantization": q})
+    return Artifact("openvino", files[0], "int8", files, {**artifact.details, "quantization": q,
+                                                          "inference_precision": target.compute_precision})
 
 
 def float_layers(model) -> list[str]:

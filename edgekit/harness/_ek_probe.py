@@ -27,7 +27,8 @@ _CLEAR_REFS = "/proc/self/clear_refs"
 # ARM "Features"), mapped to the target profile's isa vocabulary (docs/FORMATS.md) so the gate can
 # compare a profile's isa list with what the device has.
 _FLAG_NAMES = {
-    "avx2": "avx2", "fma": "fma", "avx512f": "avx512f", "avx512_vnni": "avx512_vnni",
+    "sse4_2": "sse4_2", "avx2": "avx2", "fma": "fma", "avx512f": "avx512f", "avx512_vnni": "avx512_vnni",
+    "avx512_bf16": "avx512_bf16", "avx512_fp16": "avx512_fp16", "amx_fp16": "amx_fp16",
     "avx_vnni": "avx_vnni", "amx_tile": "amx", "amx_int8": "amx_int8", "amx_bf16": "amx_bf16",
     "asimd": "neon", "neon": "neon", "asimddp": "dotprod", "i8mm": "i8mm", "sve": "sve",
     "sve2": "sve2", "asimdhp": "fp16", "bf16": "bf16",

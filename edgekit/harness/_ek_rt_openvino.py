@@ -4,10 +4,13 @@ The artifact is an IR pair (model.xml + model.bin; manifest model.file names the
 Compilation follows benchmark_app's synchronous latency mode:
   * PERFORMANCE_HINT = LATENCY           - one stream, one request: batch-1 latency, not throughput;
   * INFERENCE_NUM_THREADS = threads      - the profile's thread count (CPU plugin only);
-  * INFERENCE_PRECISION_HINT = f32       - when the bundle's precision is fp32: otherwise the CPU
+  * INFERENCE_PRECISION_HINT            - the target's compute precision, as the dev machine's
+                                           parity check pinned it (manifest runtime_settings.
+                                           inference_precision; f32 on CPUs): otherwise the CPU
                                            plugin silently runs bf16 on AMX/AVX512-BF16 CPUs and
-                                           f16 on ARM, which is not the artifact the dev machine
-                                           checked.
+                                           f16 on ARM, which is not the arithmetic that was checked.
+                                           Bundles without the key pin f32 for fp32 models only.
+                                           The report records the precision actually used.
 A property is set only when the device lists it in SUPPORTED_PROPERTIES: the NPU and GPU plugins
 reject CPU-only keys such as INFERENCE_NUM_THREADS at compile time.
 
@@ -63,8 +66,11 @@ class OpenVinoAdapter(Adapter):
             config["PERFORMANCE_HINT"] = "LATENCY"
         if "INFERENCE_NUM_THREADS" in supported:
             config["INFERENCE_NUM_THREADS"] = max(1, self.threads)
-        if (self.precision or "").lower() == "fp32" and "INFERENCE_PRECISION_HINT" in supported:
-            config["INFERENCE_PRECISION_HINT"] = "f32"
+        pinned = (self.manifest.get("runtime_settings") or {}).get("inference_precision")
+        if pinned is None and (self.precision or "").lower() == "fp32":
+            pinned = "f32"  # bundles written before the key existed
+        if pinned and "INFERENCE_PRECISION_HINT" in supported:
+            config["INFERENCE_PRECISION_HINT"] = pinned
         return config
 
     def load(self) -> None:
@@ -124,12 +130,17 @@ class OpenVinoAdapter(Adapter):
             full_name = self.core.get_property(self.device, "FULL_DEVICE_NAME")
         except Exception:
             full_name = None
+        try:  # what the plugin computes in: it replaces a precision the CPU lacks by f32, silently
+            computed = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        except Exception:
+            computed = None
         return {"name": self.name, "version": ov.get_version() if hasattr(ov, "get_version") else
                 getattr(ov, "__version__", None),
                 "available_devices": list(self.core.available_devices),
                 "device": self.device, "execution_devices": execution,
                 "device_name": full_name,
                 "config": {k: str(v) for k, v in self.config.items()},
+                "inference_precision": computed,
                 "actual_device": self.device}
 
     def close(self) -> None:

@@ -46,13 +46,28 @@ def setup(tmp_path_factory):
     return {**common, "backend": backend, "fp32": fp32}
 
 
+def _host_capabilities() -> set[str]:
+    import openvino as ov
+    return set(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+# What the CPU plugin can compute float work in on this host (FP32 always; BF16 on AVX512_BF16/AMX
+# CPUs; FP16 on AVX512_FP16/AMX-FP16 ones). Each test below states which it covered.
+HOST_CAPS = _host_capabilities()
+COMPUTE = [pytest.param(p, id=f"compute-{p}") for p in ("f32", "bf16", "f16")]
+
+
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "int8-dynamic"])
 def test_precision_parity(setup, tmp_path, precision):
+    # The target computes in f32 (a CPU profile's default) and the dev-side runner pins it, so this
+    # holds on every host: before pinning, a BF16 host computed the fp16 IR in bf16 (diff 0.098).
     b = setup["backend"]
     art = b.quantize(setup["fp32"], setup["handle"], _target(precision), setup["calib"], tmp_path)
     assert art.precision == precision and art.runtime == "openvino"
     assert [f.name for f in art.files] == ["model.xml", "model.bin"] and all(f.is_file() for f in art.files)
-    got = _run(b.open(art, 2), setup["evals"])
+    run = b.open(art, 2)
+    assert run.inference_precision == "f32", run.inference_precision
+    got = _run(run, setup["evals"])
     ref = setup["ref"]
     diff = float(np.abs(got - ref).max())
     agree = float(np.mean(got.argmax(1) == ref.argmax(1)))
@@ -70,6 +85,43 @@ def test_precision_parity(setup, tmp_path, precision):
     if precision == "int8":
         q = art.details["quantization"]
         assert q["calibration_samples"] == 64 and q["overflow_fix"] == "first_layer_only"  # AVX2, no VNNI
+
+
+@pytest.mark.parametrize("compute", COMPUTE)
+def test_compute_precision_is_pinned_and_read_back(setup, tmp_path, compute):
+    """A profile's inference_precision is what the runner asks for; the plugin computes it where the
+    host can, else f32, and the runner says which. Either way the result is judged against the
+    precision actually used, so the test holds on AVX2-only and on BF16/FP16 hosts alike."""
+    b = setup["backend"]
+    art = b.quantize(setup["fp32"], setup["handle"], _target("fp16", inference_precision=compute),
+                     setup["calib"], tmp_path)
+    assert art.details["inference_precision"] == compute
+    run = b.open(art, 2)
+    host_can = compute == "f32" or compute.upper() in HOST_CAPS
+    used = run.inference_precision
+    assert used == (compute if host_can else "f32"), (compute, used, sorted(HOST_CAPS))
+    got, ref = _run(run, setup["evals"]), setup["ref"]
+    diff = float(np.abs(got - ref).max())
+    agree = float(np.mean(got.argmax(1) == ref.argmax(1)))
+    print(f"host {sorted(HOST_CAPS)}: asked {compute}, computed {used}: max_abs_diff={diff:.3g} top1={agree:.3f}")
+    if used == "f32":
+        assert diff < PARITY_TOLERANCE["fp16"]["max_abs_diff"], diff
+    else:
+        # bf16 keeps 8 significant bits (f16: 11): logits move by a few 1e-2 relative, top-1 holds.
+        assert diff < 0.05 * max(1.0, float(np.abs(ref).max())), diff
+        assert agree >= 0.95, agree
+
+
+def test_inference_precision_is_validated():
+    from edgekit.errors import ConfigError
+    with pytest.raises(ConfigError, match="inference_precision = 'f64' is not valid; expected one of f32, bf16, f16"):
+        _target(inference_precision="f64")
+    raw = {"name": "t", "description": "d", "arch": "x86_64", "isa": ["avx2"], "runtime": "onnxruntime",
+           "device": "CPU", "precision": "fp32", "threads": 1, "inference_precision": "bf16"}
+    with pytest.raises(ConfigError, match="only honoured by runtime = 'openvino'"):
+        profile_from_dict(raw, "t.toml")
+    assert _target().compute_precision == "f32"
+    assert _target(device="NPU", static_shapes=True).compute_precision == "f16"
 
 
 def test_io_names_and_dynamic_batch(setup):

@@ -65,6 +65,8 @@ def test_openvino_ir_bundle(onnx_bundle, tmp_path, hx):
         cfg = env["runtime"]["config"]
         assert cfg["INFERENCE_NUM_THREADS"] == "1"
         assert cfg["INFERENCE_PRECISION_HINT"].lower() in ("f32", "float32")
+        # what the plugin computed in, read back: f32 on every host, BF16-capable ones included
+        assert env["runtime"]["inference_precision"] == "f32"
         assert cfg["PERFORMANCE_HINT"].upper() == "LATENCY"
     assert report["model_size_mb"] == pytest.approx(
         sum((bundle / f).stat().st_size for f in ("model.xml", "model.bin")) / 2**20, abs=1e-6)

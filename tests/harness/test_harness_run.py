@@ -63,7 +63,8 @@ def test_report_environment(onnx_report):
     assert env["threads"] == 1  # from manifest runtime_settings.threads
     assert env["requested_device"] == env["actual_device"] == "CPU" and env["stand_in"] is False
     assert env["emulated"] is (os.environ.get("EDGEKIT_EMULATED") == "1")
-    assert set(env["cpu_flags"]) <= {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx",
+    assert set(env["cpu_flags"]) <= {"sse4_2", "avx512_bf16", "avx512_fp16", "amx_fp16",
+                                     "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx",
                                      "amx_int8", "amx_bf16", "neon", "dotprod", "i8mm", "sve",
                                      "sve2", "fp16", "bf16"}
 
