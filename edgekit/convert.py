@@ -17,13 +17,14 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .accuracy import control
 from .backends import get_backend
 from .budget import Estimate, check_estimate, check_size, estimate
 from .bundle import BundleWriter, copy_harness, save_npz, write_manifest
-from .data import Dataset, load_data
-from .errors import BackendError, DataError, EdgekitError
+from .data import Dataset, check_consistent, check_labels, load_data
+from .errors import BackendError, DataError, EdgekitError, SourceError
+from .host import describe as describe_host, host_matches
 
 
 class ConversionFailed(EdgekitError):
@@ -87,29 +88,56 @@ def _bind_specs(handle: ModelHandle, data: Dataset) -> None:
 
 def prepare(source: str | ModelHandle, calibration: str, validation: str, *,
             sequence_length: int = 128, tokenizer: str | None = None) -> Prepared:
+    """Load the source and both data files and check them against each other, before any export.
+    The calibration samples run through the source first: once it takes them, a validation file
+    that differs from them is the one named (and calibration fixes what the source does not say)."""
     handle = source if isinstance(source, ModelHandle) else load(source)
-    calib = load_data(calibration, handle, sequence_length=sequence_length, tokenizer_dir=tokenizer,
-                      role="calibration")
-    _bind_specs(handle, calib)
-    val = load_data(validation, handle, sequence_length=sequence_length, tokenizer_dir=tokenizer,
-                    role="validation")
+    kw = {"sequence_length": sequence_length, "tokenizer_dir": tokenizer}
+    calib = load_data(calibration, handle, role="calibration", **kw)
+    runner = handle.runner()
+    samples = calib.head(SELFCHECK_SAMPLES)
+    reference = run_source(runner, samples)
+    val = load_data(validation, handle, role="validation", **kw)
     if val.labels is None:
         raise DataError(f"{validation}: the validation set has no labels; accuracy needs them "
                         "('labels' array in .npz, 'label' in JSONL, class folders for images)")
-    runner = handle.runner()
-    samples = calib.head(SELFCHECK_SAMPLES)
-    try:
-        reference = run_all(runner, samples)
-    except Exception as exc:
-        shapes = ", ".join(f"{k}: {'x'.join(map(str, v.shape[1:]))} {v.dtype}" for k, v in samples.inputs.items())
-        raise DataError(f"{calibration}: the source model cannot take these inputs ({shapes}): "
-                        f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
+    check_consistent(val, calib, handle)
+    n_classes = output_classes(handle, reference)
+    for data in (val, calib):
+        check_labels(data, n_classes)
+    _bind_specs(handle, calib)
     return Prepared(handle, calib, val, samples, reference)
+
+
+def run_source(runner, data: Dataset) -> list[np.ndarray]:
+    """The source's outputs on `data`; a failure is the data's (the source loaded), named by file."""
+    try:
+        return run_all(runner, data)
+    except Exception as exc:
+        shapes = ", ".join(f"{k}: {'x'.join(map(str, v.shape[1:]))} {v.dtype}" for k, v in data.inputs.items())
+        msg = str(exc).strip().splitlines()
+        raise DataError(f"{data.path}: the source model cannot take these {data.role} inputs ({shapes}): "
+                        f"{type(exc).__name__}: {msg[0][:200] if msg else ''}") from exc
+
+
+def output_classes(handle: ModelHandle, outputs: list[np.ndarray]) -> int:
+    """How many classes the source can emit: the last dimension of its first output (the logits
+    accuracy takes the argmax of), which a Hugging Face config's num_labels must agree with."""
+    logits = outputs[0]
+    if logits.ndim < 2 or logits.shape[-1] < 1:
+        raise SourceError(f"{handle.spec}: the source's output {handle.outputs[0]!r} has per-sample shape "
+                          f"{'x'.join(map(str, logits.shape[1:])) or 'scalar'}; top-1 accuracy needs class "
+                          "scores (N x classes)")
+    n = int(logits.shape[-1])
+    declared = handle.metadata.get("num_labels")
+    if declared is not None and declared != n:
+        raise SourceError(f"{handle.spec}: config.json says num_labels = {declared}, the model emits {n} class scores")
+    return n
 
 
 def score_source(prep: Prepared) -> None:
     """The source model's accuracy on the validation set: the baseline every drop is measured from."""
-    logits = run_all(prep.handle.runner(), prep.validation)[0]
+    logits = run_source(prep.handle.runner(), prep.validation)[0]
     prep.source_logits = logits
     prep.source_accuracy = accuracy(logits, prep.validation.labels)
     prep.source_per_class = per_class_accuracy(logits, prep.validation.labels)
@@ -213,7 +241,10 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
                                    "dtype": a.dtype.name}
                                   for n, a in zip(names, expected)]},
             "target": target.to_dict(),
-            "runtime_settings": {"threads": target.threads, "device": target.device},
+            # The harness pins inference_precision as the parity check here did (host.py).
+            "runtime_settings": {"threads": target.threads, "device": target.device,
+                                 "inference_precision": target.compute_precision},
+            "host": describe_host(target, getattr(runner, "inference_precision", "f32")),
             "conversion": {"precision": art.precision, **art.details,
                            "parity": [p.to_dict() for p in parity],
                            "accuracy_control": outcome.to_dict(),
@@ -252,7 +283,12 @@ def compress(handle: ModelHandle, recipe: str, train: str | None, validation: st
     if not train:
         raise ConfigError(f"{recipe}: a recipe needs --train DATA (the data its stages train on)")
     tr = load_data(train, handle, sequence_length=seq, tokenizer_dir=tokenizer, role="training")
+    outputs = run_source(handle.runner(), tr.head(2))  # the stages train on it: it must run first
     va = load_data(validation, handle, sequence_length=seq, tokenizer_dir=tokenizer, role="validation")
+    check_consistent(va, tr, handle)
+    n_classes = output_classes(handle, outputs)
+    for data in (tr, va):  # before any training: a stage would learn, and be scored on, them
+        check_labels(data, n_classes)
     tok = tokenizer or (str(handle.hf_dir) if handle.hf_dir else None)
     try:
         compressed, stages = run_recipe(handle, rec, tr, va, progress=progress)
@@ -279,24 +315,6 @@ def estimate_for(prep: Prepared, target: TargetProfile) -> Estimate:
             est = Estimate(params, params * BYTES_PER_WEIGHT[target.precision] / MB, 0.0)
         prep.estimates[target.precision] = est
     return prep.estimates[target.precision]
-
-
-def host_matches(target: TargetProfile) -> bool:
-    """Whether this machine is of the target's CPU class: same architecture, every ISA feature."""
-    import platform
-    if platform.machine().lower() not in (target.arch, {"x86_64": "amd64", "aarch64": "arm64"}[target.arch]):
-        return False
-    try:
-        text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
-    except OSError:
-        return False
-    flags = set()
-    for line in text.splitlines():
-        if line.lower().startswith(("flags", "features")):
-            flags |= set(line.split(":", 1)[1].split())
-    aliases = {"neon": {"asimd", "neon"}, "dotprod": {"asimddp"}, "amx": {"amx_tile"}, "sve": {"sve"},
-               "i8mm": {"i8mm"}, "fp16": {"fphp", "asimdhp"}}
-    return all(flags & aliases.get(isa, {isa}) for isa in target.isa)
 
 
 def _io_spec(spec: TensorSpec, target: TargetProfile) -> dict:
@@ -342,6 +360,9 @@ def convert(source: str | ModelHandle, targets: Iterable[str | TargetProfile] | 
         try:
             if not ignore_budgets:
                 check_estimate(target, estimate_for(prep, target))
+            if target.static_shapes:  # every input pinned to the calibration shape at export
+                check_consistent(prep.validation, prep.calibration, prep.handle,
+                                 static=f"target {target.name} has static shapes, pinned to the calibration's")
             if target.precision == "int8" and len(prep.calibration) < target.calibration_samples:
                 raise DataError(f"{calibration}: {len(prep.calibration)} calibration samples, fewer than the "
                                 f"{target.calibration_samples} that profile {target.name} asks for "

@@ -30,6 +30,8 @@ class Dataset:
     path: str
     sha256: str
     format: str
+    classes: list[str] | None = None  # image folders: the class folder of each label id
+    role: str = "data"                # what the user gave it as: calibration, validation, training
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
@@ -93,7 +95,7 @@ def _load_images(path: Path, handle: ModelHandle):
             ys.append(label)
     if not xs:
         raise DataError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders")
-    return {handle.inputs[0].name: np.stack(xs)}, np.asarray(ys, dtype=np.int64)
+    return {handle.inputs[0].name: np.stack(xs)}, np.asarray(ys, dtype=np.int64), classes
 
 
 def _load_jsonl(path: Path, handle: ModelHandle, sequence_length: int, tokenizer_dir: Path | None):
@@ -141,8 +143,9 @@ def load_data(path: str | Path, handle: ModelHandle, *, sequence_length: int = 1
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: {role} data not found")
+    classes = None
     if p.is_dir():
-        inputs, labels = _load_images(p, handle)
+        inputs, labels, classes = _load_images(p, handle)
         fmt = "image-folder"
     elif p.suffix == ".npz":
         inputs, labels = _load_npz(p, handle.input_names)
@@ -154,7 +157,7 @@ def load_data(path: str | Path, handle: ModelHandle, *, sequence_length: int = 1
     else:
         raise DataError(f"{p}: unsupported {role} data; expected .npz, .jsonl or an image folder")
     _check(p, inputs, labels, handle, role)
-    return Dataset(inputs, labels, str(p), sha256_path(p), fmt)
+    return Dataset(inputs, labels, str(p), sha256_path(p), fmt, classes, role)
 
 
 def _check(p: Path, inputs: dict[str, np.ndarray], labels, handle: ModelHandle, role: str) -> None:
@@ -176,6 +179,15 @@ def _check(p: Path, inputs: dict[str, np.ndarray], labels, handle: ModelHandle, 
                 shown = "x".join("?" if w is None else str(w) for w in want)
                 raise DataError(f"{p}: array {spec.name!r} has samples of shape {'x'.join(map(str, got))}; "
                                 f"the model expects {shown} (N samples on axis 0)")
+        # Token ids past the embedding table fail deep inside PyTorch or a runtime (or index
+        # garbage on a device): refuse them here, naming the file.
+        limit = handle.id_limits.get(spec.name)
+        if limit is not None and a.dtype.kind in "iu" and a.size:
+            out = (a < 0) | (a >= limit)
+            if out.any():
+                first = tuple(np.argwhere(out)[0])
+                raise DataError(f"{p}: array {spec.name!r} holds id {int(a[first])} (sample {first[0]}); the "
+                                f"model's embedding takes 0..{limit - 1} (tokenized for another model?)")
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             bad = int(np.argwhere(~np.isfinite(a))[0][0])
             raise DataError(f"{p}: array {spec.name!r} holds NaN or Inf (first at sample {bad}); "
@@ -185,3 +197,44 @@ def _check(p: Path, inputs: dict[str, np.ndarray], labels, handle: ModelHandle, 
             raise DataError(f"{p}: 'labels' must be 1-D with one entry per sample ({n}), got shape {labels.shape}")
         if labels.dtype.kind not in "iu":
             raise DataError(f"{p}: 'labels' has dtype {labels.dtype.name}; expected integer class ids")
+
+
+def check_labels(data: Dataset, n_classes: int) -> None:
+    """Refuse class ids the model cannot emit. Scored, such a label is an error no model can avoid
+    (accuracy silently capped), and it usually means a file made for another model or label map."""
+    if data.labels is None or not len(data.labels):
+        return
+    bad = (data.labels < 0) | (data.labels >= n_classes)
+    if not bad.any():
+        return
+    values = [int(v) for v in np.unique(data.labels[bad])]
+    shown = ", ".join(map(str, values[:5])) + (f", ... ({len(values)} values)" if len(values) > 5 else "")
+    if data.classes is not None and len(values) == 1:
+        shown += f" (class folder {data.classes[values[0]]!r})"
+    where = np.flatnonzero(bad)
+    raise DataError(f"{data.path}: {data.role} label{'s' if len(values) > 1 else ''} {shown} "
+                    f"{'are' if len(values) > 1 else 'is'} outside the model's {n_classes} output classes "
+                    f"(valid: 0..{n_classes - 1}; {len(where)} of {len(data)} samples, first at sample {int(where[0])})")
+
+
+def check_consistent(data: Dataset, fixed_by: Dataset, handle: ModelHandle, static: str = "") -> None:
+    """`data` against the file that fixes what the source does not declare (python factories: dtype
+    and per-sample shape; HF directories: the sequence length). The export is traced from
+    `fixed_by`'s samples, so the bundle takes exactly their dtype and shape: anything else in `data`
+    would fail only after the export, or be measured on inputs the bundle never sees. `static`
+    (a reason, e.g. a target with static shapes) checks every dimension, declared dynamic or not."""
+    for spec in handle.inputs:
+        a, ref = data.inputs[spec.name], fixed_by.inputs[spec.name]
+        if spec.dtype is None and a.dtype != ref.dtype:
+            raise DataError(f"{data.path}: array {spec.name!r} has dtype {a.dtype.name}, the {fixed_by.role} "
+                            f"data ({fixed_by.path}) {ref.dtype.name}; the model is traced with the "
+                            f"{fixed_by.role} data, so both must match (convert with .astype(np.{ref.dtype.name}))")
+        if (spec.shape is None or static) and a.shape[1:] != ref.shape[1:]:
+            why = static or f"the model is traced with the {fixed_by.role} data, so both must match"
+            raise DataError(f"{data.path}: array {spec.name!r} has samples of shape {_dims(a.shape[1:])}, "
+                            f"the {fixed_by.role} data ({fixed_by.path}) {_dims(ref.shape[1:])}; {why} "
+                            "(N samples on axis 0)")
+
+
+def _dims(shape) -> str:
+    return "x".join(map(str, shape)) or "scalar"

@@ -11,17 +11,22 @@ Accepted sources, and how each is loaded without unpickling anything:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
 import inspect
 import json
+import logging
+import re
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .backends.base import quiet
 from .errors import MissingExtraError, SourceError
 from .hashing import sha256_file, sha256_path, sha256_state_dict
 
@@ -50,6 +55,8 @@ class ModelHandle:
     task: str = "classification"
     is_transformer: bool = False
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # integer inputs that index a table (token ids -> embedding): input name -> rows in the table
+    id_limits: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def input_names(self) -> list[str]:
@@ -94,6 +101,53 @@ def _forward_names(module) -> list[str]:
     return names or ["x"]
 
 
+def _one_line(exc: BaseException) -> str:
+    """A library's exception as one line: type, first line of its message, C++ enforce prefix and
+    miniz boilerplate dropped (the CLI's error is a single line)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = lines[0] if lines else ""
+    if text.endswith(":") and len(lines) > 1:  # "Error(s) in loading state_dict for X:" + the first one
+        text += " " + lines[1]
+    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", text)
+    text = text.split(". This is an internal miniz error")[0]
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+def _check_zip(path: Path) -> None:
+    """A .pt2 is a zip archive. torch's reader neither needs the central directory to be whole
+    nor checks CRCs, so a file damaged in transfer can load with silently wrong weights: check
+    every member's CRC-32 first (one read of the file)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise SourceError(f"{path}: not a readable torch.export program (.pt2): not a whole zip archive "
+                          f"(truncated, or not written by torch.export.save): {_one_line(exc)}") from exc
+    if bad is not None:
+        raise SourceError(f"{path}: not a readable torch.export program (.pt2): member {bad!r} fails its "
+                          "CRC-32 check (the file is corrupt or was altered after saving)")
+
+
+@contextlib.contextmanager
+def _kept_log(name: str):
+    """Collect a logger's records instead of printing them (the caller picks the cause)."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    log = logging.getLogger(name)
+    saved = log.handlers[:], log.propagate, log.level
+    log.handlers, log.propagate = [Keep()], False
+    log.setLevel(logging.WARNING)  # the cause is logged as a warning: it must reach Keep
+    try:
+        yield records
+    finally:
+        log.handlers, log.propagate = saved[0], saved[1]
+        log.setLevel(saved[2])
+
+
 def _load_factory(spec: str) -> ModelHandle:
     target, _, fn_name = spec.rpartition(":")
     if target.endswith(".py"):
@@ -132,10 +186,19 @@ def _load_factory(spec: str) -> ModelHandle:
 
 def _load_pt2(path: Path) -> ModelHandle:
     import torch
-    try:
-        ep = torch.export.load(str(path))
-    except Exception as exc:
-        raise SourceError(f"{path}: not a readable torch.export program (.pt2): {type(exc).__name__}: {exc}") from exc
+    _check_zip(path)
+    # torch.export.load logs each failed attempt as a warning with its own traceback, then raises
+    # "check the warnings above": keep that logged cause for the one-line error, print nothing.
+    with quiet("torch._export", "torch.utils._pytree"), _kept_log("torch.export") as logged:
+        try:
+            ep = torch.export.load(str(path))
+            module = ep.module()
+        except Exception as exc:
+            cause = next((r.exc_info[1] for r in logged if r.exc_info), None)
+            why = _one_line(cause or exc)
+            if cause is None and "warnings above" in str(exc):  # a whole zip without a program in it
+                why = "the archive holds no exported program (was it written by torch.export.save?)"
+            raise SourceError(f"{path}: not a readable torch.export program (.pt2): {why}") from exc
     inputs = []
     for node in ep.graph.nodes:
         if node.op == "placeholder" and node.name in ep.graph_signature.user_inputs:
@@ -143,7 +206,7 @@ def _load_pt2(path: Path) -> ModelHandle:
             shape = tuple(int(d) if isinstance(d, int) else None for d in val.shape) if val is not None else None
             dtype = str(val.dtype).replace("torch.", "") if val is not None else None
             inputs.append(TensorSpec(node.name, shape, dtype))
-    return ModelHandle("pt2", str(path), sha256_file(path), inputs, ["logits"], module=ep.module())
+    return ModelHandle("pt2", str(path), sha256_file(path), inputs, ["logits"], module=module)
 
 
 _HF_LOGITS = None
@@ -193,12 +256,19 @@ def _load_hf(path: Path) -> ModelHandle:
     if not (path / "model.safetensors").is_file():
         raise SourceError(f"{path}: no model.safetensors; edgekit loads safetensors only "
                           "(never unpickles pytorch_model.bin): save with save_pretrained(safe_serialization=True)")
-    try:
-        model = transformers.AutoModelForSequenceClassification.from_pretrained(
-            str(path), use_safetensors=True, local_files_only=True)
-        tok = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except Exception as exc:
-        raise SourceError(f"{path}: loading the Hugging Face model failed: {type(exc).__name__}: {exc}") from exc
+    # from_pretrained imports optional kernels (torchao) that log load failures and deprecation
+    # warnings on stderr: a bad directory must end in our one line only.
+    with quiet("transformers", "torchao", "torch.utils._pytree", "safetensors"):
+        try:
+            model = transformers.AutoModelForSequenceClassification.from_pretrained(
+                str(path), use_safetensors=True, local_files_only=True)
+        except Exception as exc:
+            raise SourceError(f"{path}: loading the Hugging Face model failed: {_one_line(exc)}") from exc
+        try:
+            tok = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        except Exception as exc:
+            raise SourceError(f"{path}: loading the tokenizer failed ({_one_line(exc)}); the directory needs the "
+                              "tokenizer files too (tokenizer.save_pretrained(DIR))") from exc
 
     names = [n for n in tok.model_input_names]
 
@@ -209,6 +279,9 @@ def _load_hf(path: Path) -> ModelHandle:
     handle.metadata = {"architecture": (cfg.get("architectures") or ["?"])[0],
                        "num_labels": model.config.num_labels,
                        "id2label": {str(k): v for k, v in model.config.id2label.items()}}
+    handle.id_limits = {n: int(v) for n, v in (("input_ids", getattr(model.config, "vocab_size", None)),
+                                               ("token_type_ids", getattr(model.config, "type_vocab_size", None)))
+                        if n in names and isinstance(v, int) and v > 0}
     return handle
 
 
@@ -218,7 +291,7 @@ def _load_onnx(path: Path) -> ModelHandle:
         model = onnx.load(str(path), load_external_data=True)
         onnx.checker.check_model(model)
     except Exception as exc:
-        raise SourceError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from exc
+        raise SourceError(f"{path}: not a valid ONNX model ({_one_line(exc)})") from exc
     init = {i.name for i in model.graph.initializer}
     inputs = []
     for vi in model.graph.input:
