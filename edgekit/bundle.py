@@ -4,6 +4,10 @@ A bundle is assembled in a hidden temporary sibling folder and renamed into plac
 file and the manifest are written: an interrupted convert never leaves a folder that looks valid.
 Nothing time-dependent goes into what is hashed (npz members carry a fixed date), so the same
 inputs give byte-identical bundles.
+
+A bundle holds regular files and folders only, and its manifest lists relative paths inside it. The
+rule is the device harness's own (harness/_ek_bundle.py: check_tree, path_problem), imported here so
+that `edgekit verify`, `edgekit bench`, the transports and the harness refuse exactly the same bundles.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BundleError
+from .harness import _ek_bundle as _device  # stdlib + numpy only: the dev side may import it, never the reverse
 from .hashing import sha256_file
 
 MANIFEST = "manifest.json"
@@ -45,7 +50,26 @@ def copy_harness(dest: Path) -> list[Path]:
     return [dest / f.name for f in files]
 
 
+def check_tree(bundle: str | Path) -> None:
+    """Refuse a bundle holding a symbolic link, FIFO, socket or device file (one line naming each)."""
+    try:
+        _device.check_tree(Path(bundle))
+    except _device.BundleError as exc:
+        raise BundleError(str(exc)) from exc
+
+
+def check_paths(bundle: str | Path, files) -> None:
+    """Refuse manifest 'files' entries that are absolute, contain '..' or resolve outside the bundle."""
+    b = Path(bundle)
+    bad = [problem for rel in files if (problem := _device.path_problem(b, rel))]
+    if bad:
+        what = ("entry", "a relative path") if len(bad) == 1 else ("entries", "relative paths")
+        raise BundleError(f"{b / MANIFEST}: 'files' {what[0]} {'; '.join(bad)}; expected {what[1]} "
+                          "inside the bundle")
+
+
 def hash_files(root: Path) -> dict[str, str]:
+    check_tree(root)  # a link copied in by a stage would be refused by every reader of the bundle
     return {p.relative_to(root).as_posix(): sha256_file(p)
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
@@ -98,11 +122,18 @@ def read_manifest(bundle: str | Path) -> dict[str, Any]:
 
 
 def verify(bundle: str | Path) -> dict[str, Any]:
-    """Check every file against the manifest's sha256; collect all problems, raise them together."""
+    """Check that the bundle holds regular files only and every file matches the manifest's sha256;
+    collect all hash problems, raise them together."""
     b = Path(bundle)
+    if b.is_dir():  # else read_manifest says it is not a bundle
+        check_tree(b)  # before any file is read: manifest.json itself may be a link or a FIFO
     m = read_manifest(b)
+    files = m.get("files", {})
+    if not isinstance(files, dict):
+        raise BundleError(f"{b / MANIFEST}: 'files' is not an object of path -> sha256")
+    check_paths(b, files)
     problems = []
-    for rel, digest in m.get("files", {}).items():
+    for rel, digest in files.items():
         f = b / rel
         if not f.is_file():
             problems.append(f"{rel} missing")

@@ -1,6 +1,10 @@
 """The one small protocol every transport follows, and the errors a device run can end in.
 
-    t = transport_for(device)
+The names every transport shares live here, below them (local.py, ssh.py and qemu.py import this
+module, never the reverse); the registry that picks a transport for a device sits above them, in
+transports.py, so no import points back up.
+
+    t = transports.transport_for(device)
     remote = t.put(bundle, extra)      # copy the bundle's files (and extra files beside the bundle)
                                        # to a fresh work folder on the device; returns the bundle path
     rc, out, err = t.run(cmd, timeout) # run a command there (argv list), killed after `timeout` s
@@ -19,10 +23,12 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 from pathlib import Path
 
-from ..errors import EdgekitError
+from ..bundle import check_paths, check_tree
+from ..errors import BundleError, EdgekitError
 
 # Kinds worth another attempt: the device or the network may do better next time. The others are
 # deterministic (a wrong key stays wrong) and a retry would only delay the report.
@@ -48,17 +54,47 @@ class DeviceError(EdgekitError):
 
 def bundle_files(bundle: Path) -> list[str]:
     """manifest.json and every file it lists: the bundle exactly, nothing left beside it
-    (a local report.json, __pycache__) travels to the device."""
-    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    (a local report.json, __pycache__) travels to the device. Refused before anything is copied:
+    a bundle holding a link, FIFO, socket or device file, or listing a path outside itself
+    (the harness's own rule, edgekit.bundle.check_tree / check_paths)."""
+    try:
+        check_tree(bundle)
+        manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict):
+            raise BundleError(f"{bundle / 'manifest.json'}: not an edgekit manifest ('files' missing)")
+        check_paths(bundle, manifest.get("files", {}))
+    except BundleError as exc:
+        raise DeviceError(str(exc), "bundle") from exc
+    except (OSError, ValueError) as exc:  # ValueError: JSON (and UnicodeDecodeError)
+        raise DeviceError(f"{bundle / 'manifest.json'}: unreadable ({exc})", "bundle") from exc
     files = ["manifest.json"] + [f for f in manifest.get("files", {})]
     if (bundle / "manifest.sig").is_file():  # a signed bundle (docs/TRUST.md): the harness checks it
         files.append("manifest.sig")
     for f in files:
-        p = Path(f)
-        if p.is_absolute() or ".." in p.parts or not (bundle / p).is_file():
-            raise DeviceError(f"{bundle / f}: listed in manifest.json but missing (or outside the bundle)",
-                              "bundle")
+        if not (bundle / f).is_file():
+            raise DeviceError(f"{bundle / f}: listed in manifest.json but missing from the bundle", "bundle")
     return files
+
+
+def open_bundle_file(bundle: Path, rel: str):
+    """Open one of bundle_files() for copying, never through a symbolic link (O_NOFOLLOW) and only
+    if the open descriptor is a regular file: a file swapped for a link or a FIFO after the tree
+    was checked is refused too, not followed or blocked on (O_NONBLOCK: opening a FIFO would wait)."""
+    path = bundle / rel
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise DeviceError(f"{bundle}: {rel} is a symbolic link; a bundle holds regular files and "
+                              "folders only", "bundle") from exc
+        raise DeviceError(f"{path}: cannot read ({exc.strerror or exc})", "bundle") from exc
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise DeviceError(f"{bundle}: {rel} is not a regular file (mode {stat.S_IFMT(mode):o}); a bundle "
+                          "holds regular files and folders only", "bundle")
+    return os.fdopen(fd, "rb")
 
 
 def last_error_line(stderr: str) -> str:
@@ -213,13 +249,3 @@ def run_local(cmd: list[str], timeout: float | None, env: dict | None = None,
         raise DeviceError(f"the harness was killed after the {timeout:g} s timeout", "timeout") from exc
     return proc.returncode, out, err
 
-
-def transport_for(device) -> Transport:
-    if device.transport == "ssh":
-        from .ssh import SshTransport
-        return SshTransport(device)
-    if device.transport == "qemu":
-        from .qemu import QemuTransport
-        return QemuTransport(device)
-    from .local import LocalTransport
-    return LocalTransport(device)

@@ -16,8 +16,8 @@ import json
 def cmd_devices(args) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
-    from .base import transport_for
     from .inventory import load_devices, select
+    from .transports import transport_for
     devices = select(load_devices(args.devices), args.only, args.devices)
     checks = {}
 

@@ -29,8 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 from ..errors import BundleError, ConfigError, ReportError
-from .base import TRANSIENT, DeviceError, classify_harness, transport_for
+from .base import TRANSIENT, DeviceError, classify_harness
 from .inventory import Device, load_devices, select
+from .transports import transport_for
 
 FLEET_SCHEMA = "edgekit.fleet/1"
 DEFAULT_TIMEOUT_S = 1800.0           # one harness run on a real device

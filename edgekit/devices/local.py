@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .base import DeviceError, Transport, bundle_files, run_local
+from .base import DeviceError, Transport, bundle_files, open_bundle_file, run_local
 
 
 class LocalTransport(Transport):
@@ -35,7 +35,9 @@ class LocalTransport(Transport):
             dest = Path(self.remote_dir) / bundle.name
             for rel in files:
                 (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(bundle / rel, dest / rel)
+                # Bytes of the checked regular file, never a link re-created or followed.
+                with open_bundle_file(bundle, rel) as src, open(dest / rel, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
             for f in extra:  # beside the bundle, e.g. the public key for --pubkey
                 shutil.copyfile(f, Path(self.remote_dir) / Path(f).name)
         except OSError as exc:

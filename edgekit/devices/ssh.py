@@ -16,6 +16,7 @@ the device before it runs anything.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 import shlex
@@ -23,7 +24,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from .base import DeviceError, Transport, bundle_files
+from .base import DeviceError, Transport, bundle_files, open_bundle_file
 
 # Seconds beyond the device-side timeout before the local side gives up on the ssh client too
 # (the device's `timeout` normally ends the run first, with a clearer exit status).
@@ -69,6 +70,15 @@ def classify_ssh(stderr: str, host: str) -> DeviceError | None:
     if "No space left on device" in text:
         return DeviceError(f"no space left on {host} ({last})", "no-space")
     return None
+
+
+def _regular_member(arcname: str, f) -> tarfile.TarInfo:
+    """A tar member for an open regular file, built from its descriptor: only regular files go into
+    the stream (gettarinfo on a path would add a link as a link, a second hard link as a LNKTYPE)."""
+    st = os.fstat(f.fileno())
+    info = tarfile.TarInfo(arcname)
+    info.size, info.mtime, info.mode = st.st_size, int(st.st_mtime), st.st_mode & 0o755
+    return info  # uid/gid 0, no user or group names: nothing of this machine's accounts travels
 
 
 class SshTransport(Transport):
@@ -150,17 +160,11 @@ class SshTransport(Transport):
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for rel in files:
-                info = tar.gettarinfo(str(bundle / rel), arcname=posixpath.join(bundle.name, rel))
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                with open(bundle / rel, "rb") as f:
-                    tar.addfile(info, f)
+                with open_bundle_file(bundle, rel) as f:  # never a link: checked on the open file
+                    tar.addfile(_regular_member(posixpath.join(bundle.name, rel), f), f)
             for path in map(Path, extra):  # beside the bundle, e.g. the public key for --pubkey
-                info = tar.gettarinfo(str(path), arcname=path.name)
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                with open(path, "rb") as f:
-                    tar.addfile(info, f)
+                with open(path, "rb") as f:  # the dev side's own file: its bytes, wherever a link leads
+                    tar.addfile(_regular_member(path.name, f), f)
         q = shlex.quote(remote)
         size_mb = max(1, len(buf.getvalue()) // 2**20)
         rc, out, err = self._ssh(f"tar -C {q} -xf - && echo EDGEKIT_PUT_OK", timeout=120 + 10 * size_mb,

@@ -14,7 +14,8 @@ import hashlib
 import json
 import math
 import os
-from pathlib import Path
+import stat
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -32,6 +33,16 @@ class BundleError(Exception):
     exit_code = 2
 
 
+# What lstat may find in a bundle besides regular files and folders, in words. A symbolic link is
+# refused even when it points inside the bundle: where it leads is decided wherever the bundle is
+# unpacked, not where its sha256 was taken, and copies (scp -r, tar -h, cp -L) disagree on whether to
+# follow it. A FIFO, socket or device has no fixed bytes to hash (and a FIFO blocks the reader).
+_NOT_REGULAR = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"))
+_MAX_NAMED = 5  # entries named in one error line; the rest are counted
+
+
 class TrialCrash(Exception):
     """A measurement trial process died or printed no result. Exit code 3."""
 
@@ -46,10 +57,78 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _what(path: str, mode: int) -> str:
+    for test, words in _NOT_REGULAR:
+        if test(mode):
+            if words == "a symbolic link":
+                try:
+                    return f"{words} (to {os.readlink(path)!r})"
+                except OSError:
+                    break
+            return words
+    return f"not a regular file (mode {stat.S_IFMT(mode):o})"
+
+
+def tree_problems(bundle: Path) -> list[str]:
+    """Every entry under `bundle` that is neither a regular file nor a folder, as "REL is WHAT"
+    (REL relative to the bundle, sorted). Only lstat: no link is followed, no file opened."""
+    problems = []
+    pending = [("", str(bundle))]
+    while pending:
+        prefix, folder = pending.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as exc:
+            raise BundleError(f"{folder}: unreadable ({exc.strerror or exc})") from exc
+        for entry in entries:
+            rel = prefix + entry.name
+            try:
+                mode = entry.stat(follow_symlinks=False).st_mode
+            except OSError as exc:
+                raise BundleError(f"{entry.path}: unreadable ({exc.strerror or exc})") from exc
+            if stat.S_ISDIR(mode):
+                pending.append((rel + "/", entry.path))
+            elif not stat.S_ISREG(mode):
+                problems.append(f"{rel} is {_what(entry.path, mode)}")
+    return sorted(problems)
+
+
+def check_tree(bundle: Path) -> None:
+    """Refuse a bundle holding anything but regular files and folders, naming every such entry."""
+    problems = tree_problems(bundle)
+    if problems:
+        named = problems[:_MAX_NAMED]
+        if len(problems) > _MAX_NAMED:
+            named.append(f"and {len(problems) - _MAX_NAMED} more")
+        raise BundleError(f"{bundle}: {'; '.join(named)}; a bundle holds regular files and folders only")
+
+
+def path_problem(bundle: Path, rel) -> str | None:
+    """Why a manifest path is not a path inside the bundle, or None when it is one."""
+    if not isinstance(rel, str) or not rel:
+        return f"{rel!r} is not a file name"
+    if "\0" in rel:
+        return f"{rel!r} contains a NUL byte"
+    p = PurePosixPath(rel)
+    if p.is_absolute():
+        return f"{rel!r} is an absolute path"
+    if ".." in p.parts:
+        return f"{rel!r} contains '..'"
+    # With no links in the tree (check_tree) a plain relative path cannot leave the bundle; the
+    # resolved path is still compared, since the manifest may be read before or without that walk.
+    root = os.path.realpath(bundle)
+    if os.path.commonpath([root, os.path.realpath(os.path.join(root, rel))]) != root:
+        return f"{rel!r} resolves outside the bundle"
+    return None
+
+
 def load_manifest(bundle: Path) -> tuple[dict, str]:
-    """Read and sanity-check <bundle>/manifest.json; return (manifest, sha256 of its bytes)."""
+    """Read and sanity-check <bundle>/manifest.json; return (manifest, sha256 of its bytes).
+    The bundle's tree is checked first (check_tree): manifest.json itself may be a link."""
     if not bundle.is_dir():
         raise BundleError(f"{bundle}: bundle directory not found")
+    check_tree(bundle)
     path = bundle / "manifest.json"
     if not path.is_file():
         raise BundleError(f"{path}: missing (not an edgekit bundle, or an incomplete one)")
@@ -95,10 +174,11 @@ def model_files(manifest: dict) -> list[str]:
 
 def _safe_path(bundle: Path, rel: str, where: str) -> Path:
     # A manifest is data from elsewhere: refuse entries that point outside the bundle.
-    p = Path(rel)
-    if not rel or p.is_absolute() or ".." in p.parts:
-        raise BundleError(f"{bundle / 'manifest.json'}: {where} entry {rel!r} is not a path inside the bundle")
-    return bundle / p
+    problem = path_problem(bundle, rel)
+    if problem:
+        raise BundleError(f"{bundle / 'manifest.json'}: {where} entry {problem}; expected a relative "
+                          "path inside the bundle")
+    return bundle / rel
 
 
 def verify_files(bundle: Path, manifest: dict) -> int:

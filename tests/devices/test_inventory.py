@@ -152,3 +152,9 @@ def test_shipped_emulated_inventory_loads():
     devices = load_devices(REPO / "examples" / "devices" / "emulated-arm.toml")
     assert {(d.name, d.transport, d.target) for d in devices} == {
         ("pi4-emulated", "qemu", "rpi4"), ("graviton-emulated", "qemu", "arm64-server")}
+
+
+def test_registry_names_match_the_inventory():
+    from edgekit.devices.inventory import TRANSPORTS
+    from edgekit.devices.transports import REGISTRY
+    assert set(REGISTRY) == set(TRANSPORTS)

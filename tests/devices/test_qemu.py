@@ -83,7 +83,7 @@ def test_arm64_server_int8_under_emulation(arm_root, digits_example, tmp_path):
         "s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n"
         "x = np.load(sys.argv[2])['input.x']\n"
         "np.save(sys.argv[3], np.concatenate([s.run(None, {'x': x[i:i+1]})[0] for i in range(len(x))]))\n")
-    from edgekit.devices.base import transport_for
+    from edgekit.devices.transports import transport_for
     from edgekit.devices.inventory import load_devices
     t = transport_for(load_devices(f)[0])
     rc, _, err = t.run([t.python, str(script), str(b.path / "model.onnx"), str(b.path / "validation.npz"),
@@ -129,7 +129,7 @@ def test_missing_root_is_a_clear_per_device_error(tmp_path):
     """Runs everywhere (no root needed): an unbuilt root names the script that builds it."""
     f = write_devices(tmp_path / "devices.toml",
                       {"name": "emu", "transport": "qemu", "target": "arm64-server", "root": str(tmp_path / "none")})
-    from edgekit.devices.base import transport_for
+    from edgekit.devices.transports import transport_for
     from edgekit.devices.inventory import load_devices
     c = transport_for(load_devices(f)[0]).check()
     assert not c["ok"] and "scripts/build_arm_root.sh" in c["problems"][0]

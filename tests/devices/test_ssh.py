@@ -206,3 +206,40 @@ def test_cli_fleet_bench_and_devices_check(sshd, ssh_device, digits_bundles, tmp
     assert {p.name for p in (out / "box").iterdir()} == {"x86-avx2.json", "x86-avx2-fp32.json"}
     proc = run_cli("gate", *sorted((out / "box").glob("*.json")))
     assert proc.returncode in (0, 1) and "verdict" in proc.stdout
+
+
+def test_ssh_transport_sends_regular_files_only(sshd, ssh_device, bundle_copy, tmp_path):
+    """A bundle holding a link is refused before any connection (no work folder on the device); a
+    good one arrives as regular files and folders only, and a key passed beside it through a link
+    arrives as the key's bytes, not as a link (the tar stream is built from open descriptors)."""
+    from edgekit.devices.base import DeviceError
+    from edgekit.devices.inventory import load_devices
+    from edgekit.devices.transports import transport_for
+
+    remote = tmp_path / "remote"
+    f = write_devices(tmp_path / "devices.toml", ssh_device(workdir=str(remote)))
+    bad = bundle_copy("int8")
+    (bad / "README.txt").unlink()
+    os.symlink("/etc/passwd", bad / "README.txt")
+    t = transport_for(load_devices(f)[0])
+    with pytest.raises(DeviceError) as info:
+        t.put(bad)
+    assert info.value.kind == "bundle" and "README.txt is a symbolic link (to '/etc/passwd')" in str(info.value)
+    assert not remote.exists()
+
+    good = bundle_copy("fp32")
+    key = tmp_path / "release.pub"
+    key.write_text("not a real key, just bytes\n")
+    os.symlink(key, tmp_path / "link.pub")
+    t = transport_for(load_devices(f)[0])
+    try:
+        dest = Path(t.put(good, (tmp_path / "link.pub",)))
+        kinds = {p.relative_to(dest.parent).as_posix(): ("dir" if p.is_dir() else "file")
+                 for p in dest.parent.rglob("*") if not p.is_symlink() and (p.is_dir() or p.is_file())}
+        everything = [p for p in dest.parent.rglob("*")]
+        assert len(kinds) == len(everything), sorted(map(str, everything))  # no link, FIFO, ...
+        assert kinds["link.pub"] == "file" and (dest.parent / "link.pub").read_text() == key.read_text()
+        assert (dest / "manifest.json").read_bytes() == (good / "manifest.json").read_bytes()
+    finally:
+        t.cleanup()
+    assert _leftovers(remote) == []
