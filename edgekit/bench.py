@@ -18,7 +18,8 @@ from .errors import BundleError
 def harness_command(bundle: Path, out: Path, *, python: str = sys.executable, runs: int | None = None,
                     warmup: int | None = None, min_seconds: float | None = None,
                     warmup_seconds: float | None = None, trials: int | None = None,
-                    threads: int | None = None, quiet: bool = True, pubkey: str | Path | None = None) -> list[str]:
+                    threads: int | None = None, quiet: bool = True, pubkey: str | Path | None = None,
+                    sign_key: str | Path | None = None) -> list[str]:
     cmd = [python, str(bundle / "harness" / "run.py"), "--bundle", str(bundle), "--out", str(out)]
     for flag, value in (("--runs", runs), ("--warmup", warmup), ("--min-seconds", min_seconds),
                         ("--warmup-seconds", warmup_seconds), ("--trials", trials), ("--threads", threads)):
@@ -26,13 +27,16 @@ def harness_command(bundle: Path, out: Path, *, python: str = sys.executable, ru
             cmd += [flag, str(value)]
     if pubkey is not None:  # the harness refuses a bundle whose manifest.sig does not verify (docs/TRUST.md)
         cmd += ["--pubkey", str(Path(pubkey).resolve())]
+    if sign_key is not None:  # the harness signs its report with this device key (gate --device-pubkey)
+        cmd += ["--sign-key", str(Path(sign_key).resolve())]
     return cmd + (["--quiet"] if quiet else [])
 
 
 def bench(bundle: str | Path, out: str | Path | None = None, *, runs: int | None = None,
           warmup: int | None = None, min_seconds: float | None = None,
           warmup_seconds: float | None = None, trials: int | None = None,
-          threads: int | None = None, timeout: float | None = None, pubkey: str | Path | None = None) -> dict:
+          threads: int | None = None, timeout: float | None = None, pubkey: str | Path | None = None,
+          sign_key: str | Path | None = None) -> dict:
     """Benchmark one bundle on this machine; writes the report (default BUNDLE/report.json)."""
     from .report.load import load_report
     b = Path(bundle)
@@ -40,7 +44,8 @@ def bench(bundle: str | Path, out: str | Path | None = None, *, runs: int | None
     report = Path(out) if out else b / "report.json"
     report.parent.mkdir(parents=True, exist_ok=True)
     cmd = harness_command(b, report, runs=runs, warmup=warmup, min_seconds=min_seconds,
-                          warmup_seconds=warmup_seconds, trials=trials, threads=threads, pubkey=pubkey)
+                          warmup_seconds=warmup_seconds, trials=trials, threads=threads, pubkey=pubkey,
+                          sign_key=sign_key)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:

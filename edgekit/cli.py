@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .errors import EdgekitError
 
 
@@ -79,7 +79,7 @@ def cmd_bench(args) -> int:
     from .bench import bench, summary_row
     report = bench(args.bundle, args.out, runs=args.runs, warmup=args.warmup, min_seconds=args.min_seconds,
                    warmup_seconds=args.warmup_seconds, trials=args.trials, threads=args.threads,
-                   pubkey=args.pubkey)
+                   pubkey=args.pubkey, sign_key=args.sign_key)
     row = summary_row(report)
     out = args.out or str(Path(args.bundle) / "report.json")
     acc = "n/a" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trials", type=int, help="fresh processes (default 3)")
     s.add_argument("--threads", type=int, help="override the profile's threads")
     s.add_argument("--pubkey", metavar="KEY", help="require manifest.sig to verify with this public key (PREFIX.pub)")
+    s.add_argument("--sign-key", metavar="KEY", help="the harness signs its report with this device private key "
+                   "(PREFIX.key from edgekit keygen) for `edgekit gate --device-pubkey PREFIX.pub`; local runs only")
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("gate", help="check reports against their targets' budgets; exit 0 pass, 1 fail, 2 bad input, "

@@ -40,6 +40,14 @@ scipy and numpy are imported only when a baseline is given.
 A gate policy (``gate(reports, policy=...)``, edgekit/trust/policy.py) adds licence and provenance
 checks per report.
 
+Trusted reports (edgekit/trust/attest.py, docs/TRUST.md): ``bundles=`` ties each report to a bundle
+folder by content hash; ``device_pubkeys=`` requires each report (and baseline) to carry a signature
+made on the device. A report that fails either is refused with ReportError (exit 2), not judged;
+passing adds a ``bundle_match`` / ``report_signature`` row.
+
+Imports point down: gate -> regression, trust.policy, trust.attest, report.load -> checks (Check,
+GateResult and the shared helpers), and nothing below imports this module.
+
 Comparisons allow float noise: a value within 1e-9 (relative) of its limit meets it.
 Stdlib only without a baseline; ``rich`` is imported inside `render_table`.
 """
@@ -47,107 +55,23 @@ Stdlib only without a baseline; ``rich`` is imported inside `render_table`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+# Check, GateResult and the shared helpers live below this module (edgekit/checks.py) so that
+# regression.py and trust/policy.py need not import the gate; re-exported here for callers.
+from .checks import (ABS_TOL, REL_TOL, STATUSES, UNITS, VERDICTS, Check, GateResult,  # noqa: F401
+                     fmt as _fmt, format_value, quantile_ucb, ucb_attained, ucb_rank, verdict_of,
+                     within as _within)
 from .errors import ConfigError
 from .report.load import load_report, validate_report
 
-STATUSES = ("pass", "fail", "warn", "skip", "inconclusive")
-VERDICTS = ("pass", "fail", "inconclusive")
 EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 3}   # 2: bad input (EdgekitError, in the CLI)
 BUDGETS = ("latency_p95_ms", "peak_memory_mb", "model_size_mb", "max_accuracy_drop",
            "max_class_accuracy_drop", "load_time_ms")
 STAND_IN_MODES = ("warn", "fail")
 # Budgets whose figures depend on the device that ran them (turned to warn/fail on a stand-in).
 DEVICE_BUDGETS = ("latency_p95_ms", "peak_memory_mb", "load_time_ms")
-UNITS = {"latency_p95_ms": "ms", "peak_memory_mb": "MiB", "model_size_mb": "MiB",
-         "load_time_ms": "ms", "max_accuracy_drop": "", "max_class_accuracy_drop": "",
-         "latency_regression": "x", "memory_regression": "MiB", "size_regression": "MiB"}
-REL_TOL = 1e-9
-ABS_TOL = 1e-12
-
-
-@dataclass
-class Check:
-    """One judged rule for one report. limit/value are None where they do not apply."""
-
-    target: str
-    bundle: str
-    budget: str                     # a budget key, or "self_check" / "integrity" / "status"
-    limit: float | None
-    value: float | bool | str | None
-    statistic: str                  # what `value` is, e.g. "p95 95% UCB (k=99 of n=100)"
-    status: str                     # pass | fail | warn | skip | inconclusive
-    detail: str = ""
-    report: int = 0                 # index into GateResult.reports
-
-    def __post_init__(self) -> None:
-        if self.status not in STATUSES:
-            raise ValueError(f"Check.status = {self.status!r}; expected one of {', '.join(STATUSES)}")
-
-    @property
-    def unit(self) -> str:
-        return UNITS.get(self.budget, "")
-
-
-@dataclass
-class GateResult:
-    reports: list[dict[str, Any]]
-    checks: list[Check]
-    verdict: str                    # "pass" | "fail" | "inconclusive"
-    exit_code: int                  # 0 | 1 | 3
-    sources: list[str] = field(default_factory=list)   # file name (or "report[i]") per report
-    baselines: list[dict[str, Any] | None] = field(default_factory=list)  # matched baseline per report
-    baseline_sources: list[str | None] = field(default_factory=list)
-
-    def checks_for(self, index: int) -> list[Check]:
-        return [c for c in self.checks if c.report == index]
-
-    def counts(self) -> dict[str, int]:
-        return {s: sum(c.status == s for c in self.checks) for s in STATUSES}
-
-
-# ---------------------------------------------------------------- statistics
-
-def ucb_rank(n: int, q: float = 0.95, confidence: float = 0.95) -> int:
-    """1-based rank k of the order statistic that is a one-sided `confidence` upper bound of the
-    q-quantile of n i.i.d. samples: the smallest k with P(Binomial(n, q) <= k-1) >= confidence,
-    i.e. P(Binomial(n, q) >= k) <= 1 - confidence. Capped at n when even the maximum falls short
-    (q**n > 1 - confidence; for q = confidence = 0.95 that is n < 59): see `ucb_attained`."""
-    if n < 1:
-        raise ValueError(f"n = {n}: need at least one sample")
-    if not (0.0 < q < 1.0 and 0.0 < confidence < 1.0):
-        raise ValueError(f"q = {q}, confidence = {confidence}: both must lie in (0, 1)")
-    alpha = 1.0 - confidence
-    lq, lnq, lgn = math.log(q), math.log1p(-q), math.lgamma(n + 1)
-    tail = 0.0  # P(X >= j), summed from j = n downwards (small terms first)
-    for j in range(n, -1, -1):
-        tail += math.exp(lgn - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * lq + (n - j) * lnq)
-        if tail > alpha:
-            return min(j + 1, n)
-    return 1  # unreachable: P(X >= 0) = 1 > alpha
-
-
-def ucb_attained(n: int, q: float = 0.95, confidence: float = 0.95) -> bool:
-    """Whether some order statistic of n samples reaches `confidence` (else `ucb_rank` is capped)."""
-    return n >= 1 and q ** n <= 1.0 - confidence
-
-
-def quantile_ucb(samples: list[float], q: float = 0.95, confidence: float = 0.95) -> tuple[float, int, int]:
-    """(bound, k, n): the `confidence` upper bound of the q-quantile of `samples` = sorted[k-1]."""
-    ordered = sorted(samples)
-    k = ucb_rank(len(ordered), q, confidence)
-    return ordered[k - 1], k, len(ordered)
-
-
-def _within(value: float, limit: float) -> bool:
-    return value <= limit or math.isclose(value, limit, rel_tol=REL_TOL, abs_tol=ABS_TOL)
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.4g}"
 
 
 # ---------------------------------------------------------------- budgets
@@ -212,6 +136,8 @@ def _accuracy(report: dict[str, Any], limit: float, key: str = "drop") -> tuple[
     acc = report.get("accuracy")
     if not acc:
         return None, "top-1 drop", "skip", "no accuracy in the report (the bundle has no validation set)"
+    if acc.get("value") is None:  # the harness ran with --skip-accuracy, or the bundle has no validation set
+        return None, "top-1 drop", "skip", f"accuracy not measured ({acc.get('reason') or 'accuracy.value is null'})"
     if key == "max_class_drop":
         drop, statistic = acc.get("max_class_drop"), "largest per-class top-1 drop"
     else:
@@ -309,24 +235,24 @@ def _load(item: str | Path | dict[str, Any], name: str) -> dict[str, Any]:
     return validate_report(item, name) if isinstance(item, dict) else load_report(item)
 
 
-def verdict_of(checks: list[Check]) -> str:
-    """"fail" if any check failed, else "inconclusive" if any is, else "pass"."""
-    if any(c.status == "fail" for c in checks):
-        return "fail"
-    if any(c.status == "inconclusive" for c in checks):
-        return "inconclusive"
-    return "pass"
+def _as_list(x: Any) -> list[Any]:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
 def gate(reports: list[str | Path | dict[str, Any]],
          baseline: str | Path | dict[str, Any] | list[str | Path | dict[str, Any]] | None = None,
-         policy: Any = None) -> GateResult:
+         policy: Any = None, bundles: str | Path | list[str | Path] | None = None,
+         device_pubkeys: str | Path | list[str | Path] | None = None) -> GateResult:
     """Judge every report against its own target's budgets. Paths are loaded with `load_report`
     (ReportError if not a report); dicts are validated the same way. ConfigError for a bad budget.
 
     baseline: one report or a list (one per report gated, matched on target and bundle name) to
     check for latency, memory and size regressions. policy: a path to a policy TOML or a loaded
-    `edgekit.trust.policy.Policy` (licence allow-list, known provenance)."""
+    `edgekit.trust.policy.Policy` (licence allow-list, known provenance).
+    bundles: bundle folder(s) the reports must have measured (content hash; matched on bundle name).
+    device_pubkeys: device public key(s); every report, and every baseline, must be signed on the
+    device with one of them (harness --sign-key). Both refuse with ReportError, before any budget
+    is judged (edgekit/trust/attest.py)."""
     if not reports:
         raise ConfigError("no reports to gate: pass one or more report.json files")
     loaded: list[dict[str, Any]] = []
@@ -334,18 +260,32 @@ def gate(reports: list[str | Path | dict[str, Any]],
     checks: list[Check] = []
     for i, item in enumerate(reports):
         name = f"report[{i}]" if isinstance(item, dict) else str(item)
-        report = _load(item, name)
-        loaded.append(report)
+        loaded.append(_load(item, name))
         sources.append(name)
-        checks += _report_checks(report, name, i)
-    base_reports: list[dict[str, Any] | None] = [None] * len(loaded)
-    base_sources: list[str | None] = [None] * len(loaded)
+    b_loaded: list[dict[str, Any]] = []
+    b_names: list[str] = []
     if baseline is not None:
-        items = baseline if isinstance(baseline, (list, tuple)) else [baseline]
+        items = _as_list(baseline)
         if not items:
             raise ConfigError("baseline is an empty list: pass one baseline report per report gated")
         b_names = [f"baseline[{j}]" if isinstance(b, dict) else str(b) for j, b in enumerate(items)]
         b_loaded = [_load(b, n) for b, n in zip(items, b_names)]
+    # Trust before figures: a report that is not what it claims (another bundle, not signed by the
+    # device, edited) is refused (exit 2), never judged.
+    if device_pubkeys is not None:
+        from .trust.attest import load_device_keys, signature_checks
+        keys = load_device_keys(_as_list(device_pubkeys))
+        checks += signature_checks(loaded, sources, keys)
+        # a forged baseline could hide a regression as surely as a forged report could hide a slow build
+        signature_checks(b_loaded, b_names, keys, rows=False)
+    if bundles is not None:
+        from .trust.attest import bundle_checks
+        checks += bundle_checks(loaded, sources, _as_list(bundles))
+    for i, (report, name) in enumerate(zip(loaded, sources)):
+        checks += _report_checks(report, name, i)
+    base_reports: list[dict[str, Any] | None] = [None] * len(loaded)
+    base_sources: list[str | None] = [None] * len(loaded)
+    if baseline is not None:
         from .regression import match_baselines, regression_checks
         for i, j in enumerate(match_baselines(loaded, sources, b_loaded, b_names)):
             base_reports[i], base_sources[i] = b_loaded[j], b_names[j]
@@ -363,19 +303,6 @@ def gate(reports: list[str | Path | dict[str, Any]],
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim",
                 "inconclusive": "bold magenta"}
-
-
-def format_value(check: Check, which: str = "value") -> str:
-    """limit or value as shown in tables: number with unit, yes/no, or "-"."""
-    x = getattr(check, which)
-    if x is None:
-        return "-"
-    if isinstance(x, bool):
-        return {"self_check": ("passed", "failed"), "integrity": ("verified", "not verified")}.get(
-            check.budget, ("yes", "no"))[0 if x else 1]
-    if isinstance(x, (int, float)):
-        return f"{_fmt(x)} {check.unit}".rstrip()
-    return str(x)
 
 
 def render_table(result: GateResult):

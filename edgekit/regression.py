@@ -1,6 +1,7 @@
 """Regressions against a baseline report (HARNESS_SPEC "Deciding"): per-trial medians, at least
 MIN_TRIALS per side, a one-sided Mann-Whitney U test and a bootstrap CI of the ratio of medians for
-latency; tolerances for memory and size. `edgekit.gate.gate(..., baseline=...)` adds these checks.
+latency; tolerances for memory and size. `edgekit.gate.gate(..., baseline=...)` adds these checks
+(imports flow gate -> regression -> checks, never back).
 scipy is imported inside the functions that need it."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ReportError
-from .gate import Check, _fmt, _within
+from .checks import Check, fmt as _fmt, within as _within
 
 MIN_TRIALS = 6                  # per side (HARNESS_SPEC "Deciding")
 MW_ALPHA = 0.01                 # one-sided Mann-Whitney U

@@ -101,8 +101,6 @@ def test_missing_nested_key(tmp_path):
     (lambda r: r["environment"].update(stand_in=1), "environment.stand_in is 1; expected boolean"),
     (lambda r: r["latency"].update(p95=True), "latency.p95 is true; expected number"),
     (lambda r: r["latency"]["samples_ms"][1].__setitem__(3, None), "latency.samples_ms[1][3] is null"),
-    (lambda r: r.update(model_size_mb=-1), "model_size_mb = -1; expected >= 0"),
-    (lambda r: r["cold_start"].update(load_ms=[-1.0]), "cold_start.load_ms[0] = -1.0; expected >= 0"),
     (lambda r: r["environment"].update(runtime="onnxruntime"), 'environment.runtime is "onnxruntime"; expected object'),
     (lambda r: r["latency"].update(unit="s"), 'latency.unit is "s"; expected one of "ms"'),
     (lambda r: r.update(accuracy=[0.9]), "accuracy is list; expected object or null"),
@@ -115,6 +113,150 @@ def test_wrong_types(tmp_path, mutate, words):
     msg = str(info.value)
     assert msg.startswith(f"{tmp_path / 'typed.json'}: not an edgekit report (")
     assert words in msg and "\n" not in msg
+
+
+# ---------------------------------------------------------------- figures you can trust
+
+# (path into the report, bad value, the words of the one-line error). Each is a figure the harness
+# measures; the same list drives the schema/loader agreement test below.
+BAD_FIGURES = [
+    (("latency", "p95"), -3.0, "latency.p95 is -3.0; must be >= 0"),
+    (("latency", "samples_ms", 0, 5), -0.5, "latency.samples_ms[0][5] is -0.5; must be >= 0"),
+    (("latency", "trial_medians", 1), -1.0, "latency.trial_medians[1] is -1.0; must be >= 0"),
+    (("latency", "n"), -1, "latency.n is -1; must be >= 0"),
+    (("memory", "peak_rss_mb"), -210.0, "memory.peak_rss_mb is -210.0; must be >= 0"),
+    (("memory", "inference_peak_rss_mb", 2), -1.0, "memory.inference_peak_rss_mb[2] is -1.0; must be >= 0"),
+    (("model_size_mb",), -1, "model_size_mb is -1; must be >= 0"),
+    (("cold_start", "load_ms", 0), -1.0, "cold_start.load_ms[0] is -1.0; must be >= 0"),
+    (("cold_start", "import_ms", 2), -49.0, "cold_start.import_ms[2] is -49.0; must be >= 0"),
+    (("self_check", "max_abs_diff"), -0.1, "self_check.max_abs_diff is -0.1; must be >= 0"),
+    (("self_check", "n"), -16, "self_check.n is -16; must be >= 0"),
+    (("accuracy", "value"), 1.5, "accuracy.value is 1.5; must be <= 1"),
+    (("accuracy", "value"), -0.1, "accuracy.value is -0.1; must be >= 0"),
+    (("accuracy", "source_value"), 97.5, "accuracy.source_value is 97.5; must be <= 1"),
+    (("accuracy", "drop"), -2.0, "accuracy.drop is -2.0; must be >= -1"),
+    (("bundle", "integrity", "n_files"), -5, "bundle.integrity.n_files is -5; must be >= 0"),
+    (("trials", 0, "runs"), -300, "trials[0].runs is -300; must be >= 0"),
+    (("trials", 1, "timed_seconds"), -10.0, "trials[1].timed_seconds is -10.0; must be >= 0"),
+    (("harness", "duration_s"), -1.0, "harness.duration_s is -1.0; must be >= 0"),
+]
+
+
+def full_report():
+    """make_report plus the harness and trials sections a real harness writes."""
+    report = make_report()
+    report["harness"] = {"version": "1", "started_unix": 1.7e9, "duration_s": 40.0}
+    report["trials"] = [{"pid": 100 + i, "warmup_runs": 10, "runs": 300, "timed_seconds": 10.0, "capped": False,
+                         "pinned_cpus": [0]} for i in range(3)]
+    return report
+
+
+def _set(report, path, value):
+    node = report
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+
+
+def _schema_at(schema, path):
+    """The sub-schema that governs report[path...] (properties by name, items for list indexes)."""
+    node = schema
+    for key in path:
+        node = node["items"] if isinstance(key, int) else node["properties"][key]
+    return node
+
+
+@pytest.mark.parametrize("path, value, words", BAD_FIGURES, ids=[w.split(" is ")[0] for _, _, w in BAD_FIGURES])
+def test_out_of_range_figures_are_refused_naming_file_key_and_bound(tmp_path, path, value, words):
+    report = full_report()
+    _set(report, path, value)
+    p = write(tmp_path, report, "r.json")
+    with pytest.raises(ReportError) as info:
+        load_report(p)
+    assert str(info.value) == f"{p}: {words}"
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_nan_and_infinity_are_refused_naming_the_key(tmp_path, literal):
+    # json.dumps writes NaN/Infinity literals (not JSON), and json.loads would read them back silently.
+    text = json.dumps(make_report(), indent=1).replace('"peak_rss_mb": 210.0', f'"peak_rss_mb": {literal}')
+    assert literal in text
+    p = write(tmp_path, text, "nan.json")
+    with pytest.raises(ReportError) as info:
+        load_report(p)
+    shown = {"1e999": "Infinity"}.get(literal, literal)
+    assert str(info.value).startswith(f"{p}: memory.peak_rss_mb is {shown}; must be a finite number")
+
+
+def test_nan_anywhere_is_refused_even_outside_the_schema():
+    report = make_report()
+    report["robustness"] = {"noise": {"levels": [{"sigma_rel": 0.01, "extra": [1.0, float("nan")]}]}}
+    with pytest.raises(ReportError, match=r"^r: robustness\.noise\.levels\[0\]\.extra\[1\] is NaN; must be a finite"):
+        validate_report(report, "r")
+    report = make_report()
+    report["latency"]["samples_ms"][2][7] = float("-inf")
+    with pytest.raises(ReportError, match=r"latency\.samples_ms\[2\]\[7\] is -Infinity"):
+        gate([report])
+
+
+def test_negative_figures_where_negative_is_meaningful_are_accepted():
+    report = make_report()
+    report["accuracy"]["drop"] = -0.01              # the artifact scored higher than the source
+    report["memory"]["model_share_mb"] = -0.3       # a difference of two RSS readings
+    report["environment"]["temperature_c"] = -12.0  # a cold device
+    assert validate_report(report) is report
+
+
+def test_schema_and_loader_agree_on_bad_figures():
+    """Every bad figure the loader refuses is refused by the schema file itself: with jsonschema
+    where it is installed, else by the minimum / maximum the schema declares at that key."""
+    schema = report_schema()
+    try:
+        import jsonschema
+    except ImportError:
+        jsonschema = None
+    assert validate_report(full_report())
+    if jsonschema is not None:
+        jsonschema.validate(full_report(), schema)
+    for path, value, _ in BAD_FIGURES:
+        report = full_report()
+        _set(report, path, value)
+        with pytest.raises(ReportError):
+            validate_report(report)
+        if jsonschema is not None:
+            with pytest.raises(jsonschema.ValidationError):
+                jsonschema.validate(report, schema)
+        # the bound the loader applied is the one the schema file states at that key
+        sub = _schema_at(schema, path)
+        assert ("minimum" in sub and value < sub["minimum"]) or ("maximum" in sub and value > sub["maximum"]), \
+            (path, value, sub)
+    # Every measured figure of a real report carries a bound in the schema (no figure left unchecked).
+    for path in [("latency", "p95"), ("latency", "samples_ms", 0, 0), ("memory", "peak_rss_mb"),
+                 ("memory", "baseline_rss_mb", 0), ("model_size_mb",), ("cold_start", "load_ms", 0),
+                 ("cold_start", "first_inference_ms", 0), ("accuracy", "value"), ("self_check", "max_abs_diff"),
+                 ("settings", "runs"), ("trials", 0, "timed_seconds"), ("harness", "duration_s")]:
+        assert "minimum" in _schema_at(schema, path), path
+    assert _schema_at(schema, ("accuracy", "value"))["maximum"] == 1
+
+
+def test_skipped_accuracy_report_is_valid_and_the_drop_budget_is_skipped():
+    report = make_report()
+    report["accuracy"] = {"metric": "top1", "n": 0, "value": None, "source_value": 0.975, "drop": None,
+                          "skipped": True, "reason": "--skip-accuracy"}
+    check = next(c for c in gate([report]).checks if c.budget == "max_accuracy_drop")
+    assert check.status == "skip" and "--skip-accuracy" in check.detail
+
+
+def test_cli_refuses_nan_and_negative_reports_in_one_line(tmp_path, capsys):
+    from edgekit.cli import main
+    nan = write(tmp_path, json.dumps(make_report()).replace('"p95": ', '"p95": NaN, "_p95": '), "nan.json")
+    neg = make_report()
+    neg["latency"]["p95"] = -3.0
+    neg = write(tmp_path, neg, "neg.json")
+    for path, words in ((nan, "latency.p95 is NaN"), (neg, "latency.p95 is -3.0; must be >= 0")):
+        assert main(["gate", str(path)]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"edgekit: error: {path}: {words}"), lines
 
 
 def test_optional_parts_may_be_absent_or_null():

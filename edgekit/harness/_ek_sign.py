@@ -7,15 +7,29 @@ the hashes authenticates the whole bundle. run.py calls `verify_manifest` when g
 
 Verification only handles public data (the key, the message, the signature), so a pure-Python,
 non-constant-time implementation is fine here. A few ms per bundle.
+
+Signed reports (run.py --sign-key DEVICE.key; docs/TRUST.md): `sign_report` signs
+`canonical_report(report)` -- the whole report minus its "signature" key, as json.dumps(sort_keys,
+separators=(",", ":"), ASCII, no NaN) -- and the signature goes into the report itself, so it stays
+one self-contained file. Signing handles the device's *private* key, so it is not done in the pure
+Python above (its big-integer arithmetic takes secret-dependent time): it needs the `cryptography`
+package on the device, imported only when --sign-key is given; without it, --sign-key fails with one
+line naming `pip install cryptography`. `edgekit gate --device-pubkey` checks the signature on the
+dev side with this very `canonical_report` (imported as edgekit.harness._ek_sign), so both sides
+always agree on the signed bytes.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from pathlib import Path
 
-import _ek_bundle as B
+try:
+    import _ek_bundle as B          # in a bundle: run.py puts harness/ on sys.path
+except ImportError:                 # on the dev side, imported as edgekit.harness._ek_sign (gate)
+    from . import _ek_bundle as B
 
 _P = 2 ** 255 - 19
 _Q = 2 ** 252 + 27742317777372353535851937790883648493  # group order L
@@ -24,6 +38,8 @@ _SQRT_M1 = pow(2, (_P - 1) // 4, _P)
 # DER prefix of an Ed25519 SubjectPublicKeyInfo: SEQUENCE { SEQUENCE { OID 1.3.101.112 }, BIT STRING }
 _SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
 SIGNATURE = "manifest.sig"
+REPORT_SIGNATURE = "signature"      # the report key that holds the report's own signature
+REPORT_ALG = "ed25519"
 
 
 class SignatureError(B.BundleError):
@@ -144,3 +160,73 @@ def verify_manifest(bundle: Path, pubkey: Path, manifest_sha256: str) -> str:
         raise SignatureError(f"{sig_path}: signature does not verify with {pubkey} (key id {kid}): signed with "
                              "another key, or manifest.json was altered after signing")
     return kid
+
+
+# ---------------------------------------------------------------- signed reports
+
+def canonical_report(report: dict) -> bytes:
+    """The bytes a report signature covers: every key but "signature", sorted, no whitespace, ASCII.
+    `report` must hold JSON types only (what json.loads gives, or B.json_safe's output); NaN/Inf are
+    refused (ValueError), as JSON has none."""
+    body = {k: v for k, v in report.items() if k != REPORT_SIGNATURE}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False).encode("ascii")
+
+
+def load_private_key(path: Path):
+    """The device's Ed25519 private key from PREFIX.key (PKCS#8 PEM, as `edgekit keygen` writes) as a
+    `cryptography` key. SignatureError (one line, exit 2) when cryptography is missing, or the file
+    is missing, a public key, encrypted, or not Ed25519."""
+    try:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ImportError as exc:
+        raise SignatureError(f"--sign-key {path}: signing a report needs the 'cryptography' package on this "
+                             "device (constant-time Ed25519): pip install cryptography") from exc
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise SignatureError(f"{path}: no such private key file (--sign-key: PREFIX.key from edgekit keygen)") from exc
+    except IsADirectoryError as exc:
+        raise SignatureError(f"{path}: is a folder; --sign-key needs a private key file (PREFIX.key)") from exc
+    except OSError as exc:
+        raise SignatureError(f"{path}: cannot read the private key ({exc.strerror or type(exc).__name__})") from exc
+    if b"PUBLIC KEY" in data:
+        raise SignatureError(f"{path}: is a public key; --sign-key needs the device's private key (PREFIX.key)")
+    if b"ENCRYPTED PRIVATE KEY" in data:
+        raise SignatureError(f"{path}: the private key is encrypted; the harness needs an unencrypted PEM key")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except Exception as exc:  # ValueError, TypeError (encrypted), UnsupportedAlgorithm
+        raise SignatureError(f"{path}: not a PEM private key ({type(exc).__name__}); make one with "
+                             "`edgekit keygen PREFIX`") from exc
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise SignatureError(f"{path}: not an Ed25519 key ({type(key).__name__}); make one with `edgekit keygen PREFIX`")
+    return key
+
+
+def public_key_raw(private_key) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    return private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def sign_report(report: dict, private_key) -> dict:
+    """The "signature" object for `report` (JSON types only): Ed25519 over canonical_report(report)."""
+    sig = private_key.sign(canonical_report(report))
+    return {"alg": REPORT_ALG, "key_id": key_id(public_key_raw(private_key)),
+            "value": base64.b64encode(sig).decode("ascii")}
+
+
+def report_signature_bytes(signature) -> bytes:
+    """The raw 64 signature bytes of a report's "signature" object; ValueError (a phrase) if malformed."""
+    if not isinstance(signature, dict):
+        raise ValueError(f"'{REPORT_SIGNATURE}' is not an object")
+    if signature.get("alg") != REPORT_ALG:
+        raise ValueError(f"{REPORT_SIGNATURE}.alg is {signature.get('alg')!r}; expected {REPORT_ALG!r}")
+    try:
+        raw = base64.b64decode(str(signature.get("value")), validate=True)
+    except (ValueError, base64.binascii.Error) as exc:
+        raise ValueError(f"{REPORT_SIGNATURE}.value is not base64") from exc
+    if len(raw) != 64:
+        raise ValueError(f"{REPORT_SIGNATURE}.value holds {len(raw)} bytes; an Ed25519 signature is 64")
+    return raw

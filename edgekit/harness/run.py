@@ -3,15 +3,17 @@
 
     python harness/run.py [--bundle DIR] [--out REPORT] [--runs N] [--warmup N] [--min-seconds S]
                           [--warmup-seconds S] [--trials K] [--threads N] [--skip-accuracy] [--quiet]
+                          [--pubkey BUNDLE.pub] [--sign-key DEVICE.key]
 
 Needs only the Python stdlib, numpy and the bundle's runtime (onnxruntime, openvino or
-ai-edge-litert); it never imports edgekit, torch, rich or scipy, so it runs on a bare device.
+ai-edge-litert); it never imports edgekit, torch, rich or scipy, so it runs on a bare device
+(`cryptography` only with --sign-key, to sign the report with the device's key).
 The protocol is HARNESS_SPEC.md, the bundle and report formats are docs/FORMATS.md (edgekit repo):
   1. verify the sha256 of every file the manifest lists;
   2. self-check: run the bundled samples, compare with the dev machine's outputs;
   3. trials, each in a fresh process: cold start, warm-up, timed runs, peak memory;
   4. accuracy on the bundled validation set;
-  5. statistics, environment, and the report, written atomically.
+  5. statistics, environment, and the report, written atomically (signed with --sign-key).
 Exit 0: report written (even when the self-check failed: it says passed false). Exit 2: the bundle
 is bad or the runtime is missing (one line on stderr). Exit 3: a trial process crashed.
 """
@@ -66,6 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip-robustness", action="store_true", help="do not run the robustness suite")
     p.add_argument("--pubkey", type=Path, help="Ed25519 public key (PEM): refuse a bundle whose manifest.sig "
                    "does not verify with it (edgekit convert --sign)")
+    p.add_argument("--sign-key", type=Path, metavar="KEY", help="the device's Ed25519 private key (PEM, from "
+                   "edgekit keygen): sign the report with it, for edgekit gate --device-pubkey (needs the "
+                   "cryptography package)")
     p.add_argument("--log-field", type=Path, metavar="DIR", help="log the validation run's inputs and outputs "
                    "to a bounded rolling JSONL log in DIR (for edgekit drift)")
     p.add_argument("--log-max-mb", type=float, default=16.0, help="size bound of the --log-field log (16 MiB)")
@@ -185,9 +190,23 @@ def run_trial_mode(args, bundle: Path) -> int:
     return 0
 
 
+def write_report(path: Path, report: dict, signer=None) -> None:
+    """Write the report atomically; with --sign-key, first add report["signature"] (_ek_sign.py) over
+    the very values the file will hold once parsed (json_safe: NaN -> null, numpy -> Python)."""
+    if signer is not None:
+        import _ek_sign
+        report = B.json_safe(report)
+        report[_ek_sign.REPORT_SIGNATURE] = _ek_sign.sign_report(report, signer)
+    B.write_json_atomic(path, report)
+
+
 def run(args, bundle: Path) -> int:
     say = (lambda *_: None) if args.quiet else (lambda msg: print(f"harness: {msg}", flush=True))
     t_start = time.time()
+    signer = None
+    if args.sign_key:  # load the key first: a missing key or package costs no measurement
+        import _ek_sign
+        signer = _ek_sign.load_private_key(args.sign_key)
     out_path = args.out or bundle / "report.json"
     manifest, manifest_sha = B.load_manifest(bundle)
     model = manifest["model"]
@@ -246,7 +265,7 @@ def run(args, bundle: Path) -> int:
     except B.TrialCrash as exc:
         report.update(status="error", error=str(exc))
         report["harness"]["duration_s"] = round(time.time() - t_start, 3)
-        B.write_json_atomic(out_path, report)  # replaces any stale report the gate could misread
+        write_report(out_path, report, signer)  # replaces any stale report the gate could misread
         raise
 
     report["cold_start"] = {k: [r[k] for r in results] for k in ("import_ms", "load_ms", "first_inference_ms")}
@@ -281,7 +300,7 @@ def run(args, bundle: Path) -> int:
         import _ek_robust
         report["robustness"] = _ek_robust.robustness(bundle, manifest, threads, say)
     report["harness"]["duration_s"] = round(time.time() - t_start, 3)
-    B.write_json_atomic(out_path, report)
+    write_report(out_path, report, signer)
     lat, mem = report["latency"], report["memory"]
     say(f"p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms over {lat['n']} runs; "
         f"peak RSS {mem['peak_rss_mb']} MiB ({mem['method']}) -> {out_path}")

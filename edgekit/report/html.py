@@ -22,7 +22,7 @@ import math
 from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..gate import GateResult
+    from ..checks import GateResult
 
 COLORS = {"pass": "#1a7f37", "fail": "#cf222e", "warn": "#9a6700", "skip": "#6e7781", "inconclusive": "#8250df"}
 PALETTE = ["#0969da", "#bc4c00", "#1a7f37", "#8250df", "#bf3989", "#0a7f8f", "#953800", "#57606a"]
@@ -88,7 +88,7 @@ def latency_summary(report: dict[str, Any]) -> dict[str, Any] | None:
     pooled = sorted(s for t in lat.get("samples_ms") or [] for s in t)
     meds = [m for m in lat.get("trial_medians") or [] if m is not None]
     if pooled:
-        from ..gate import quantile_ucb
+        from ..checks import quantile_ucb
         ucb = quantile_ucb(pooled)[0]
         return {"p1": _quantile(pooled, 0.01), "p25": _quantile(pooled, 0.25), "p50": _quantile(pooled, 0.5),
                 "p75": _quantile(pooled, 0.75), "p95": _quantile(pooled, 0.95), "p99": _quantile(pooled, 0.99),
@@ -330,12 +330,12 @@ def _status(status: str) -> str:
 
 
 def _report_verdict(checks) -> str:
-    from ..gate import verdict_of
+    from ..checks import verdict_of
     return verdict_of(list(checks))
 
 
 def to_html(result: "GateResult", title: str = "edgekit gate") -> str:
-    from ..gate import format_value
+    from ..checks import format_value
     from .markdown import environment_line
 
     counts = result.counts()

@@ -10,11 +10,11 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..gate import Check, GateResult
+    from ..checks import Check, GateResult
 
 
 def _message(check: "Check") -> str:
-    from ..gate import format_value
+    from ..checks import format_value
 
     head = f"{check.budget}: {format_value(check)}"
     if check.limit is not None:

@@ -1,15 +1,23 @@
 """Read a report.json written by the harness and check it against report.schema.json.
 
 The schema uses a small subset of JSON Schema (type, required, properties, items, enum, minimum,
-minItems), validated here by hand so edgekit needs no jsonschema. Every problem is a ReportError whose
-one-line message names the file and the key, e.g.
+maximum, minItems), validated here by hand so edgekit needs no jsonschema. Every problem is a
+ReportError whose one-line message names the file and the key, e.g.
 ``report.json: not an edgekit report (missing key 'latency')``.
+
+Figures must be numbers one can trust: NaN and +/-Infinity are refused anywhere in a report (they are
+not JSON, RFC 8259, though Python's json module reads them; the harness writes null instead), and
+every measured figure -- latencies, memory, sizes, load times, counts -- must be >= 0 (accuracies and
+agreements lie in [0, 1]), as report.schema.json declares with minimum / maximum:
+``r.json: latency.p95 is -3.0; must be >= 0``. tests/test_report.py checks that the schema and this
+loader refuse the same reports.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +42,43 @@ def _is(value: Any, name: str) -> bool:
     # JSON true/false are not numbers, even though bool is an int to Python.
     if isinstance(value, bool) and name not in ("boolean",):
         return False
+    # A JSON number is finite (RFC 8259); NaN would also slip through every minimum (NaN < 0 is False).
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
     return isinstance(value, _TYPES[name])
+
+
+class _Constant:
+    """What json.loads's parse_constant makes of a NaN / Infinity / -Infinity literal: kept as a
+    marker so that `_nonfinite` can name the key it sits at (parse_constant itself is not told)."""
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
+
+
+def _path(where: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{where}[{key}]"
+    return f"{where}.{key}" if where else key
+
+
+def _nonfinite(value: Any, where: str = "") -> tuple[str, str] | None:
+    """(key path, literal) of the first NaN / Infinity in `value`, depth first, or None."""
+    if isinstance(value, _Constant):
+        return where, value.literal
+    if isinstance(value, float) and not math.isfinite(value):
+        return where, "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, sub in items:
+        found = _nonfinite(sub, _path(where, key))
+        if found:
+            return found
+    return None
 
 
 def _short(value: Any) -> str:
@@ -52,7 +96,9 @@ def _check(value: Any, schema: dict[str, Any], where: str) -> str | None:
     if "enum" in schema and value not in schema["enum"]:
         return f"{where} is {_short(value)}; expected one of {', '.join(map(json.dumps, schema['enum']))}"
     if "minimum" in schema and _is(value, "number") and value < schema["minimum"]:
-        return f"{where} = {value!r}; expected >= {schema['minimum']}"
+        return f"{where} is {value!r}; must be >= {schema['minimum']}"
+    if "maximum" in schema and _is(value, "number") and value > schema["maximum"]:
+        return f"{where} is {value!r}; must be <= {schema['maximum']}"
     if isinstance(value, dict):
         for key in schema.get("required", ()):
             if key not in value:
@@ -80,8 +126,15 @@ def validate_report(data: Any, name: str = "report.json") -> dict[str, Any]:
     if data.get("schema") != SCHEMA:
         found = f"schema is {_short(data['schema'])}" if "schema" in data else "missing key 'schema'"
         raise ReportError(f"{name}: not an edgekit report ({found}; expected {SCHEMA!r})")
+    found = _nonfinite(data)
+    if found:
+        where, literal = found
+        raise ReportError(f"{name}: {where} is {literal}; must be a finite number (NaN and Infinity are not "
+                          "JSON: the harness writes null for a figure it could not measure)")
     problem = _check(data, report_schema(), "")
     if problem:
+        if "; must be " in problem:  # a number out of range: the report is well formed, the figure is not
+            raise ReportError(f"{name}: {problem}")
         raise ReportError(f"{name}: not an edgekit report ({problem})")
     return data
 
@@ -102,7 +155,9 @@ def load_report(path: str | Path) -> dict[str, Any]:
     if not text.strip():
         raise ReportError(f"{p}: not JSON (the file is empty)")
     try:
-        data = json.loads(text)
+        # parse_constant: json.loads would otherwise turn NaN / Infinity literals into floats silently;
+        # the marker lets validate_report name the key. (1e999 overflows to inf: caught there too.)
+        data = json.loads(text, parse_constant=_Constant)
     except json.JSONDecodeError as exc:
         hint = "; truncated?" if exc.pos >= len(text.rstrip()) else ""
         raise ReportError(f"{p}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}{hint})") from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..gate import GateResult
+    from ..checks import GateResult
 
 VERDICT = {"pass": "✅ PASS", "fail": "❌ FAIL", "inconclusive": "❔ INCONCLUSIVE"}
 STATUS = {"pass": "✅ pass", "fail": "❌ fail", "warn": "⚠️ warn", "skip": "⏭️ skip", "inconclusive": "❔ inconclusive"}
@@ -33,7 +33,7 @@ def environment_line(report: dict[str, Any]) -> str:
 
 
 def to_markdown(result: "GateResult") -> str:
-    from ..gate import format_value, verdict_of
+    from ..checks import format_value, verdict_of
 
     counts = result.counts()
     summary = ", ".join(f"{n} {s}" for s, n in (("passed", counts["pass"]), ("failed", counts["fail"]),

@@ -4,6 +4,9 @@ New commands: keygen, sign, verify, inspect, drift. Extra options on existing co
 wrapping their parsers' func (cli.py and convert.py stay as they are):
   convert --sign KEY                    sign every bundle produced (OUT/<bundle name>/manifest.sig)
   gate --baseline REPORT --html FILE --policy FILE
+  gate --bundle DIR --device-pubkey KEY  refuse (exit 2) a report of another bundle, or one not signed on
+                                        the device (harness --sign-key), or edited after signing
+  bench --sign-key KEY                  (cli.py) refused here with --devices: the key must be on the device
 Exit codes: 0 ok; 1 drift detected / gate fail; 2 bad input (EdgekitError); 3 gate inconclusive.
 """
 
@@ -100,10 +103,11 @@ def wrap_convert(original):
 def wrap_gate(original):
     def cmd_gate(args) -> int:
         baseline, html, policy = getattr(args, "baseline", None), getattr(args, "html", None), getattr(args, "policy", None)
-        if not (baseline or html or policy):
+        bundles, device_pubkeys = getattr(args, "bundle", None), getattr(args, "device_pubkey", None)
+        if not (baseline or html or policy or bundles or device_pubkeys):
             return original(args)
         from ..gate import gate, render_table
-        result = gate(args.reports, baseline=baseline, policy=policy)
+        result = gate(args.reports, baseline=baseline, policy=policy, bundles=bundles, device_pubkeys=device_pubkeys)
         _console().print(render_table(result))
         if args.markdown:
             from ..report.markdown import to_markdown
@@ -120,6 +124,18 @@ def wrap_gate(original):
             print(f"verdict: {result.verdict}")
         return result.exit_code
     return cmd_gate
+
+
+def wrap_bench(original):
+    def cmd_bench(args) -> int:
+        if getattr(args, "sign_key", None) and getattr(args, "devices", None):
+            from ..errors import ConfigError
+            # A report is worth signing only with a key that never leaves the device; shipping this
+            # machine's key to every board would let any of them (or this machine) sign for all.
+            raise ConfigError(f"--sign-key {args.sign_key}: signs reports measured on this machine only; with "
+                              "--devices, keep a key on each device and run harness/run.py --sign-key there")
+        return original(args)
+    return cmd_bench
 
 
 def register(sub) -> None:
@@ -165,4 +181,13 @@ def register(sub) -> None:
                                "bundle (repeatable: one per report); exit 3 when inconclusive")
         gate.add_argument("--html", metavar="FILE", help="write a self-contained HTML report with plots")
         gate.add_argument("--policy", metavar="FILE", help="policy TOML: licence allow-list, required provenance")
+        gate.add_argument("--bundle", metavar="DIR", action="append",
+                          help="refuse (exit 2) a report not measured on this bundle: its manifest sha256 must "
+                               "match DIR's current content (repeatable: one per bundle, matched by bundle name)")
+        gate.add_argument("--device-pubkey", metavar="KEY", action="append",
+                          help="refuse (exit 2) a report (or baseline) not signed on the device with this key's "
+                               "private half (harness --sign-key), or edited after signing (repeatable: one per device)")
         gate.set_defaults(func=wrap_gate(gate.get_default("func")))
+    bench = sub.choices.get("bench")
+    if bench is not None:  # after edgekit.devices.commands (cli.py's order), so its --devices is seen
+        bench.set_defaults(func=wrap_bench(bench.get_default("func")))

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..checks import Check
 from ..errors import ConfigError
 
 UNKNOWN = "unknown"
@@ -47,7 +48,6 @@ class Policy:
     raw: dict[str, Any] = field(default_factory=dict)
 
     def checks(self, report: dict[str, Any], name: str, index: int) -> list:
-        from ..gate import Check
         target, bundle = report["target"].get("name") or "?", report["bundle"]["name"]
         prov = report.get("provenance") if isinstance(report.get("provenance"), dict) else None
         missing = "" if prov is not None else " (the report carries no provenance: an older harness; rerun it)"
