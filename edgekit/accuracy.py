@@ -26,8 +26,10 @@ class Outcome:
 
 
 def control(backend, fp: Artifact, first: Artifact, first_acc: float, source_acc: float, handle, target,
-            calibration, validation, workdir, evaluate) -> Outcome:
-    max_drop = target.budget.max_accuracy_drop
+            calibration, validation, workdir, evaluate, max_drop: float | None) -> Outcome:
+    """`evaluate(artifact)` is the task's score (top-1, or mean cosine to the source's embeddings),
+    `source_acc` the source's, `max_drop` how far below it an artifact may fall (the task reads it
+    from the profile: max_accuracy_drop, or 1 - min_cosine_similarity); None: no back-off."""
     attempts = [{"precision": first.precision, "layers_in_float": [], "accuracy": first_acc,
                  "drop": source_acc - first_acc}]
     if max_drop is None or source_acc - first_acc <= max_drop or first is fp:
@@ -39,7 +41,9 @@ def control(backend, fp: Artifact, first: Artifact, first_acc: float, source_acc
             attempts.append({"precision": art.precision, "layers_in_float": list(in_float),
                              "accuracy": acc, "drop": source_acc - acc})
             if source_acc - acc <= max_drop:
-                return Outcome(art, attempts, f"{art.precision} with {len(in_float)} layer(s) in float")
+                how = art.details.get("backoff")
+                return Outcome(art, attempts, f"{art.precision} with {how}" if how and not in_float else
+                               f"{art.precision} with {len(in_float)} layer(s) in float")
     fallback = fp
     if "fp16" in getattr(backend, "precisions", ()):
         fallback = backend.quantize(fp, handle, dataclasses.replace(target, precision="fp16"), calibration, workdir)
@@ -47,4 +51,4 @@ def control(backend, fp: Artifact, first: Artifact, first_acc: float, source_acc
     attempts.append({"precision": fallback.precision, "layers_in_float": ["*"], "accuracy": acc,
                      "drop": source_acc - acc})
     return Outcome(fallback, attempts, f"fell back to {fallback.precision}: no int8 variant within "
-                                       f"max_accuracy_drop {max_drop:g}")
+                                       f"the allowed drop {max_drop:g}")

@@ -18,7 +18,8 @@ STATUSES = ("pass", "fail", "warn", "skip", "inconclusive")
 VERDICTS = ("pass", "fail", "inconclusive")
 UNITS = {"latency_p95_ms": "ms", "peak_memory_mb": "MiB", "model_size_mb": "MiB",
          "load_time_ms": "ms", "max_accuracy_drop": "", "max_class_accuracy_drop": "",
-         "latency_regression": "x", "memory_regression": "MiB", "size_regression": "MiB"}
+         "latency_regression": "x", "memory_regression": "MiB", "size_regression": "MiB",
+         "min_cosine_similarity": "", "min_recall_at_10": ""}
 # Comparisons allow float noise: a value within 1e-9 (relative) of its limit meets it.
 REL_TOL = 1e-9
 ABS_TOL = 1e-12

@@ -22,7 +22,9 @@ def _console():
 
 _SHORT = {"latency_p95_ms": ("p95", "ms"), "peak_memory_mb": ("mem", "MB"), "model_size_mb": ("size", "MB"),
           "max_accuracy_drop": ("drop", ""), "max_class_accuracy_drop": ("class drop", ""),
-          "load_time_ms": ("load", "ms")}
+          "load_time_ms": ("load", "ms"), "min_cosine_similarity": ("cos", ""), "min_recall_at_10": ("R@10", "")}
+# floors (>=) rather than ceilings (<=)
+_FLOORS = ("min_cosine_similarity", "min_recall_at_10")
 
 
 def cmd_targets(args) -> int:
@@ -36,7 +38,8 @@ def cmd_targets(args) -> int:
     for col in ("name", "arch", "runtime", "device", "precision", "threads", "budgets"):
         t.add_column(col)
     for p in profiles:
-        b = " ".join(f"{_SHORT[k][0]}≤{v:g}{_SHORT[k][1]}" for k, v in vars(p.budget).items() if v is not None)
+        b = " ".join(f"{_SHORT[k][0]}{'≥' if k in _FLOORS else '≤'}{v:g}{_SHORT[k][1]}"
+                     for k, v in vars(p.budget).items() if v is not None)
         t.add_row(p.name, p.arch, p.runtime, p.device, p.precision, str(p.threads), b)
     _console().print(t)
     return 0
@@ -59,18 +62,20 @@ def _convert(args):
                    precisions=args.precision, targets_dir=args.targets, license=args.license,
                    provenance=args.provenance, sequence_length=args.sequence_length,
                    tokenizer=args.tokenizer, label=args.label, ignore_budgets=args.ignore_budgets,
-                   recipe=args.recipe, train=args.train)
+                   recipe=args.recipe, train=args.train, task=args.task)
 
 
 def _convert_table(args, results) -> None:
     from rich.table import Table
     t = Table(title=f"edgekit convert -> {args.out}")
-    for col in ("bundle", "precision", "size MB", "accuracy (dev)", "source acc", "drop",
+    for col in ("bundle", "precision", "size MB", "quality (dev)", "source", "drop",
                 "parity (max abs / top-1)", "accuracy control"):
         t.add_column(col)
     for r in results:
         par = "; ".join(f"{p['stage']} {p['max_abs_diff']:.2g}/{p['top1_agreement']:.3f}" for p in r.parity)
-        t.add_row(r.name, r.precision, f"{r.size_mb:.3f}", f"{r.accuracy:.4f}", f"{r.source_accuracy:.4f}",
+        # quality: top-1 for classifiers, mean cosine to the source's embeddings for feature extractors
+        what = "cos " if r.metric == "embedding" else ""
+        t.add_row(r.name, r.precision, f"{r.size_mb:.3f}", f"{what}{r.accuracy:.4f}", f"{what}{r.source_accuracy:.4f}",
                   f"{r.accuracy_drop:+.4f}", par, r.accuracy_control)
     _console().print(t)
 
@@ -83,6 +88,10 @@ def cmd_bench(args) -> int:
     row = summary_row(report)
     out = args.out or str(Path(args.bundle) / "report.json")
     acc = "n/a" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
+    q = report.get("quality")
+    if q:  # feature extraction: the embedding geometry first; accuracy is then k-NN top-1
+        acc = (f"cosine {q['mean_cosine']:.4f} (p5 {q['p5_cosine']:.4f}), recall@10 {q['recall_at_10']:.4f}, "
+               f"k-NN top-1 {acc}")
     print(f"{row['bundle']}: p50 {row['p50_ms']:.3f} ms, p95 {row['p95_ms']:.3f} ms, peak {row['peak_mb']:.1f} MB, "
           f"size {row['size_mb']:.3f} MB, accuracy {acc}, self-check "
           f"{'pass' if report['self_check']['passed'] else 'FAIL'} -> {out}")
@@ -122,7 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", action="append", help="profile name or .toml path (repeatable)")
     s.add_argument("--targets", metavar="DIR", help="every .toml profile in DIR")
     s.add_argument("--calibration", required=True, help="calibration data (.npz, .jsonl, image folder)")
-    s.add_argument("--validation", required=True, help="labelled validation data (same formats)")
+    s.add_argument("--validation", required=True,
+                   help="validation data (same formats); labelled for classifiers, labels optional for "
+                        "feature extractors (k-NN top-1)")
+    from .source import TASK_NAMES
+    s.add_argument("--task", choices=TASK_NAMES,
+                   help="what the model is for (default: detected from the source: a HF head or none, a "
+                        "factory's edgekit_task attribute, an ONNX output named 'embedding')")
     s.add_argument("--out", required=True, help="output folder; bundles land in OUT/<bundle name>/")
     s.add_argument("--precision", action="append", choices=["fp32", "fp16", "int8", "int8-dynamic"],
                    help="override the profile's precision (repeatable: one bundle each, named <target>-<precision>)")

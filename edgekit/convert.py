@@ -22,8 +22,8 @@ from .accuracy import control
 from .backends import get_backend
 from .budget import Estimate, check_estimate, check_size, estimate
 from .bundle import BundleWriter, copy_harness, save_npz, write_manifest
-from .data import Dataset, check_consistent, check_labels, load_data
-from .errors import BackendError, DataError, EdgekitError, SourceError
+from .data import Dataset, check_consistent, load_data
+from .errors import BackendError, DataError, EdgekitError
 from .host import describe as describe_host, host_matches
 
 
@@ -31,9 +31,10 @@ class ConversionFailed(EdgekitError):
     """Some bundles of a multi-target convert failed; `.results` holds the ones written."""
 
     results: list = []
-from .parity import accuracy, compare, per_class_accuracy, run_all
+from .parity import compare, run_all
 from .source import ModelHandle, TensorSpec, load
 from .targets import TargetProfile, load_targets
+from .tasks import Task, get_task
 
 SELFCHECK_SAMPLES = 32
 # How far a device may stray from the dev machine's outputs of the *same* artifact. fp32 differs
@@ -56,6 +57,7 @@ class BundleResult:
     source_accuracy: float
     parity: list[dict]
     accuracy_control: str = "within budget"
+    metric: str = "top1"              # what accuracy means here (the task's: top1, or embedding = mean cosine)
 
     @property
     def accuracy_drop(self) -> float:
@@ -74,6 +76,8 @@ class Prepared:
     source_per_class: dict[str, float] = dataclasses.field(default_factory=dict)
     estimates: dict[str, Estimate] = dataclasses.field(default_factory=dict)  # by precision
     source_logits: np.ndarray | None = None  # the exported PyTorch model's outputs on the validation set
+    task: Task = dataclasses.field(default_factory=lambda: get_task(None))  # edgekit/tasks
+    source_quality: dict = dataclasses.field(default_factory=dict)  # the task's figures for the source
 
 
 def _bind_specs(handle: ModelHandle, data: Dataset) -> None:
@@ -98,15 +102,14 @@ def prepare(source: str | ModelHandle, calibration: str, validation: str, *,
     samples = calib.head(SELFCHECK_SAMPLES)
     reference = run_source(runner, samples)
     val = load_data(validation, handle, role="validation", **kw)
-    if val.labels is None:
-        raise DataError(f"{validation}: the validation set has no labels; accuracy needs them "
-                        "('labels' array in .npz, 'label' in JSONL, class folders for images)")
     check_consistent(val, calib, handle)
-    n_classes = output_classes(handle, reference)
-    for data in (val, calib):
-        check_labels(data, n_classes)
+    # The task refuses what its figures cannot be computed on: labels a classifier cannot emit (or
+    # none), an embedding that is not N x D or holds NaN, too few items for recall@10.
+    task = get_task(handle.task)
+    task.check_outputs(handle, reference[0], samples)
+    task.check(handle, reference, [val, calib])
     _bind_specs(handle, calib)
-    return Prepared(handle, calib, val, samples, reference)
+    return Prepared(handle, calib, val, samples, reference, task=task)
 
 
 def run_source(runner, data: Dataset) -> list[np.ndarray]:
@@ -120,27 +123,16 @@ def run_source(runner, data: Dataset) -> list[np.ndarray]:
                         f"{type(exc).__name__}: {msg[0][:200] if msg else ''}") from exc
 
 
-def output_classes(handle: ModelHandle, outputs: list[np.ndarray]) -> int:
-    """How many classes the source can emit: the last dimension of its first output (the logits
-    accuracy takes the argmax of), which a Hugging Face config's num_labels must agree with."""
-    logits = outputs[0]
-    if logits.ndim < 2 or logits.shape[-1] < 1:
-        raise SourceError(f"{handle.spec}: the source's output {handle.outputs[0]!r} has per-sample shape "
-                          f"{'x'.join(map(str, logits.shape[1:])) or 'scalar'}; top-1 accuracy needs class "
-                          "scores (N x classes)")
-    n = int(logits.shape[-1])
-    declared = handle.metadata.get("num_labels")
-    if declared is not None and declared != n:
-        raise SourceError(f"{handle.spec}: config.json says num_labels = {declared}, the model emits {n} class scores")
-    return n
-
-
 def score_source(prep: Prepared) -> None:
-    """The source model's accuracy on the validation set: the baseline every drop is measured from."""
+    """The source model's figures on the validation set: the baseline every drop is measured from
+    (classification: top-1; feature extraction: the source's embeddings every artifact's are
+    compared with, and its k-NN top-1 where there are labels)."""
     logits = run_source(prep.handle.runner(), prep.validation)[0]
+    prep.task.check_outputs(prep.handle, logits, prep.validation)
     prep.source_logits = logits
-    prep.source_accuracy = accuracy(logits, prep.validation.labels)
-    prep.source_per_class = per_class_accuracy(logits, prep.validation.labels)
+    prep.source_quality = prep.task.source_quality(logits, prep.validation.labels)
+    prep.source_accuracy = prep.task.source_score(prep.source_quality)
+    prep.source_per_class = prep.source_quality.get("per_class", {})
 
 
 def _versions(runtime: str) -> dict[str, str]:
@@ -177,27 +169,33 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
 
         # This machine's int8 kernels are the target's only when its CPU is the target's class: an
         # ARM or VNNI target is judged on the runtime's reference arithmetic instead (host_matches).
-        reference = target.runtime == "onnxruntime" and not host_matches(target)
+        ref_arith = target.runtime == "onnxruntime" and not host_matches(target)
 
         def opener(a, threads):
-            return backend.open(a, threads, reference=True) if reference else backend.open(a, threads)
+            return backend.open(a, threads, reference=True) if ref_arith else backend.open(a, threads)
 
-        def evaluate(a) -> float:
-            return accuracy(run_all(opener(a, 1), prep.validation)[0], prep.validation.labels)
-        outcome = control(backend, fp, art, evaluate(art), prep.source_accuracy, prep.handle, target,
-                          prep.calibration, prep.validation, work, evaluate)
+        task, labels = prep.task, prep.validation.labels
+
+        def evaluate(a) -> float:  # the task's margin: top-1, or how far inside the embedding floors
+            return task.margin(task.quality(run_all(opener(a, 1), prep.validation)[0], prep.source_logits, labels),
+                               target)
+        outcome = control(backend, fp, art, evaluate(art), task.source_margin(prep.source_quality, target),
+                          prep.handle, target, prep.calibration, prep.validation, work, evaluate,
+                          task.max_drop(target))
         art = outcome.artifact
         if check_budgets:
             why = "" if outcome.result == "within budget" else (
                 f" (after accuracy control: {outcome.result}; int8 alone lost "
-                f"{outcome.attempts[0]['drop']:.4f} > max_accuracy_drop {target.budget.max_accuracy_drop:g})")
+                f"{outcome.attempts[0]['drop']:.4f} of the task's {task.metric} score, > the allowed "
+                f"{task.max_drop(target):g})")
             check_size(target, art.size_bytes, why)
         runner = opener(art, 1)
         expected = run_all(runner, prep.samples)
         if art is not fp:
             parity.append(compare("quantize", expected, prep.reference))
         logits = run_all(runner, prep.validation)[0]
-        acc = accuracy(logits, prep.validation.labels)
+        quality = task.quality(logits, prep.source_logits, labels)
+        acc = task.score(quality)
 
         # Move the model files into the bundle under stable names (model.onnx, model.xml/.bin, ...).
         model_files = []
@@ -217,15 +215,15 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
         # reference.<output>: the float PyTorch outputs, so the device measures top-1 agreement of
         # the exact artifact with fp32 on the whole validation set (robustness suite).
         save_npz(tmp / "validation.npz", {**{f"input.{k}": v for k, v in prep.validation.inputs.items()},
-                                          "labels": prep.validation.labels.astype(np.int64),
+                                          **({} if labels is None else {"labels": labels.astype(np.int64)}),
                                           f"reference.{names[0]}": prep.source_logits})
         copy_harness(tmp / "harness")
         # Drift reference (docs/TRUST.md): inputs of calibration + validation, the artifact's outputs
         # on validation. A hashed file of its own keeps manifest.json readable.
         from .trust.drift import reference_stats
         from .trust.provenance import source_commit
-        reference = reference_stats([prep.calibration, prep.validation], {names[0]: logits})
-        (tmp / "drift_reference.json").write_text(json.dumps(reference, separators=(",", ":")) + "\n",
+        drift_ref = reference_stats([prep.calibration, prep.validation], {names[0]: logits})
+        (tmp / "drift_reference.json").write_text(json.dumps(drift_ref, separators=(",", ":")) + "\n",
                                                   encoding="utf-8")
         (tmp / "README.txt").write_text(_readme(name, target, main_file.name), encoding="utf-8")
 
@@ -250,27 +248,29 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
                            "accuracy_control": outcome.to_dict(),
                            "estimate": estimate_for(prep, target).to_dict(),
                            "budgets_checked_at_conversion": check_budgets,
-                           "accuracy": {"metric": "top1", "n": len(prep.validation), "value": acc,
-                                        "measured_with": "this machine's kernels" if not reference else
+                           # the task's figures: top-1 (+ per class), or embedding geometry
+                           "accuracy": {"metric": task.metric, "n": len(prep.validation), "value": acc,
+                                        "measured_with": "this machine's kernels" if not ref_arith else
                                         "reference arithmetic (QDQ in float): this machine lacks the target's "
                                         "CPU features, whose int8 kernels differ from its own",
-                                        "per_class": per_class_accuracy(logits, prep.validation.labels)}},
+                                        **{k: v for k, v in quality.items() if k not in ("metric", "value")}}},
             "source": {**prep.handle.describe(), "accuracy": prep.source_accuracy,
-                       "per_class_accuracy": prep.source_per_class},
+                       "per_class_accuracy": prep.source_per_class, "quality": prep.source_quality},
             "data": {"calibration": prep.calibration.describe(), "validation": prep.validation.describe()},
             "provenance": {"license": license or "unknown", "provenance": provenance or "unknown",
                            **source_commit(prep.handle.spec)},
-            "drift": {"file": "drift_reference.json", "schema": reference["schema"],
-                      "features": len(reference["features"])},
+            "drift": {"file": "drift_reference.json", "schema": drift_ref["schema"],
+                      "features": len(drift_ref["features"])},
             "versions": _versions(target.runtime),
             "selfcheck": {"file": "samples.npz", "n": len(prep.samples), "atol": atol, "rtol": rtol,
                           "min_top1_agreement": top1},
-            "validation": {"file": "validation.npz", "n": len(prep.validation), "metric": "top1"},
+            "validation": {"file": "validation.npz", "n": len(prep.validation), "metric": task.metric,
+                           "labelled": labels is not None},
             **(extra_manifest or {}),
         }
         write_manifest(tmp, manifest)
     return BundleResult(name, out / name, target.name, art.precision, size / 2**20, acc,
-                        prep.source_accuracy, [p.to_dict() for p in parity], outcome.result)
+                        prep.source_accuracy, [p.to_dict() for p in parity], outcome.result, task.metric)
 
 
 def compress(handle: ModelHandle, recipe: str, train: str | None, validation: str, seq: int,
@@ -283,12 +283,14 @@ def compress(handle: ModelHandle, recipe: str, train: str | None, validation: st
     if not train:
         raise ConfigError(f"{recipe}: a recipe needs --train DATA (the data its stages train on)")
     tr = load_data(train, handle, sequence_length=seq, tokenizer_dir=tokenizer, role="training")
+    if handle.task != "classification":
+        raise ConfigError(f"{recipe}: compression recipes distil and fine-tune on labels and logits, so "
+                          f"they take classifiers only; this source is a {handle.task} model")
     outputs = run_source(handle.runner(), tr.head(2))  # the stages train on it: it must run first
     va = load_data(validation, handle, sequence_length=seq, tokenizer_dir=tokenizer, role="validation")
     check_consistent(va, tr, handle)
-    n_classes = output_classes(handle, outputs)
-    for data in (tr, va):  # before any training: a stage would learn, and be scored on, them
-        check_labels(data, n_classes)
+    # before any training: a stage would learn, and be scored on, them
+    get_task(handle.task).check(handle, outputs, [tr, va])
     tok = tokenizer or (str(handle.hf_dir) if handle.hf_dir else None)
     try:
         compressed, stages = run_recipe(handle, rec, tr, va, progress=progress)
@@ -339,7 +341,7 @@ def convert(source: str | ModelHandle, targets: Iterable[str | TargetProfile] | 
             targets_dir: str | None = None, license: str = "unknown", provenance: str = "unknown",
             sequence_length: int | None = None, tokenizer: str | None = None, label: str | None = None,
             ignore_budgets: bool = False, recipe: str | None = None, train: str | None = None,
-            progress: bool = True) -> list[BundleResult]:
+            progress: bool = True, task: str | None = None) -> list[BundleResult]:
     """Convert one source model for every target (and precision); returns one result per bundle.
     With a recipe, its stages (distillation, pruning) run once on the PyTorch model first."""
     specs = [targets] if isinstance(targets, (str, TargetProfile)) else list(targets)
@@ -347,7 +349,7 @@ def convert(source: str | ModelHandle, targets: Iterable[str | TargetProfile] | 
     for t in profiles:  # fail on a missing runtime before any long work
         get_backend(t.runtime).available()
     seq = sequence_length or profiles[0].sequence_length
-    handle = source if isinstance(source, ModelHandle) else load(source)
+    handle = source if isinstance(source, ModelHandle) else load(source, task=task)
     compression = None
     if recipe is not None:
         handle, compression, tokenizer = compress(handle, recipe, train, validation, seq, tokenizer, progress)

@@ -65,6 +65,7 @@ from .checks import (ABS_TOL, REL_TOL, STATUSES, UNITS, VERDICTS, Check, GateRes
                      within as _within)
 from .errors import ConfigError
 from .report.load import load_report, validate_report
+from .tasks import get_task, task_budgets
 
 EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 3}   # 2: bad input (EdgekitError, in the CLI)
 BUDGETS = ("latency_p95_ms", "peak_memory_mb", "model_size_mb", "max_accuracy_drop",
@@ -82,8 +83,9 @@ def _budgets(report: dict[str, Any], name: str) -> tuple[dict[str, float], str]:
     raw = target.get("budget") or {}
     out: dict[str, float] = {}
     for key, value in raw.items():
-        if key not in BUDGETS:
-            raise ConfigError(f"{name}: unknown key 'target.budget.{key}'; valid keys: {', '.join(BUDGETS)}")
+        if key not in BUDGETS + task_budgets():
+            raise ConfigError(f"{name}: unknown key 'target.budget.{key}'; valid keys: "
+                              f"{', '.join(BUDGETS + task_budgets())}")
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -216,11 +218,15 @@ def _report_checks(report: dict[str, Any], name: str, index: int) -> list[Check]
     if off_target:
         checks.append(check("hardware", None, env.get("cpu_model") or env.get("machine"), "measured on",
                             stand_in_mode, off_target + ": device figures are not the target's"))
-    for budget in BUDGETS:
-        if budget not in budgets:
+    # The report's task adds its own budgets (feature extraction: cosine, recall@10); a profile shared
+    # by tasks may set them all, and each report is judged on the ones its task has.
+    task = get_task(report["bundle"].get("task"))
+    rules = {**_RULES, **task.rules()}
+    for budget in BUDGETS + task.budgets:
+        if budget not in budgets or budget in task.not_judged:
             continue
         limit = budgets[budget]
-        value, statistic, status, detail = _RULES[budget](report, limit)
+        value, statistic, status, detail = rules[budget](report, limit)
         if budget == "load_time_ms" and env["emulated"]:
             # a timing like latency: under emulation it is the emulator's, not the device's
             status, detail = "skip", "emulated: load time never gates a budget"

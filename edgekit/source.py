@@ -52,7 +52,8 @@ class ModelHandle:
     module: Any = None              # torch.nn.Module, eval mode (None for ONNX sources)
     onnx_path: Path | None = None   # ONNX sources
     hf_dir: Path | None = None      # HF sources: tokenizer + config live here
-    task: str = "classification"
+    task: str = "classification"   # edgekit/tasks: "classification" | "feature-extraction"
+    optimum_task: str | None = None  # HF sources optimum can export as they are (None: export `module`)
     is_transformer: bool = False
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
     # integer inputs that index a table (token ids -> embedding): input name -> rows in the table
@@ -180,8 +181,11 @@ def _load_factory(spec: str) -> ModelHandle:
         raise SourceError(f"{spec}: factory {fn_name}() returned {type(model).__name__}, expected a torch.nn.Module")
     model.eval()
     names = _forward_names(model)
+    # A factory says what its model is for with an attribute (the output shape cannot: N x 10 may be
+    # logits or a 10-d embedding); --task overrides it.
+    task = getattr(model, "edgekit_task", None) or "classification"
     return ModelHandle("python", spec, sha256_state_dict(model), [TensorSpec(n) for n in names],
-                       ["logits"], module=model)
+                       [OUTPUT_NAME.get(task, "logits")], module=model, task=task)
 
 
 def _load_pt2(path: Path) -> ModelHandle:
@@ -209,7 +213,13 @@ def _load_pt2(path: Path) -> ModelHandle:
     return ModelHandle("pt2", str(path), sha256_file(path), inputs, ["logits"], module=module)
 
 
+# The output name edgekit gives a model's first output, per task (python factories, .pt2, HF).
+OUTPUT_NAME = {"classification": "logits", "feature-extraction": "embedding"}
+# ONNX output names that mark a feature extractor when --task is not given.
+_EMBEDDING_OUTPUTS = ("embedding", "embeddings", "sentence_embedding", "pooler_output")
+
 _HF_LOGITS = None
+_HF_EMBEDDING = None
 
 
 def _hf_logits_class():
@@ -234,15 +244,87 @@ def _hf_logits_class():
     return _HF_LOGITS
 
 
+def _hf_embedding_class():
+    """Sentence-encoder wrapper: the encoder's last hidden state, mean-pooled over the attention
+    mask (padding excluded) and optionally L2-normalised, so that pooling is part of the artifact
+    (sentence-transformers' Pooling + Normalize modules, the way all-MiniLM-L6-v2 is meant to run)."""
+    global _HF_EMBEDDING
+    if _HF_EMBEDDING is None:
+        import torch
+
+        class HFEmbedding(torch.nn.Module):
+            def __init__(self, inner, names, pooling: str = "mean", normalize: bool = False):
+                super().__init__()
+                self.inner = inner
+                self.names = list(names)
+                self.pooling = pooling
+                self.normalize = normalize
+
+            def forward(self, *args):
+                feeds = dict(zip(self.names, args))
+                hidden = self.inner(**feeds).last_hidden_state
+                if self.pooling == "cls":
+                    pooled = hidden[:, 0]
+                else:
+                    mask = feeds["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                    # clamp: an all-padding row would divide by zero (sentence-transformers uses 1e-9)
+                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                if self.normalize:
+                    pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+                return pooled
+
+        HFEmbedding.__module__, HFEmbedding.__qualname__ = __name__, "HFEmbedding"
+        _HF_EMBEDDING = HFEmbedding
+    return _HF_EMBEDDING
+
+
+def _sentence_pooling(path: Path) -> tuple[str, bool]:
+    """(pooling, normalize) from a sentence-transformers directory's modules.json and
+    1_Pooling/config.json; plain HF encoders get mean pooling without normalisation."""
+    modules_file = path / "modules.json"
+    if not modules_file.is_file():
+        return "mean", False
+    try:
+        modules = json.loads(modules_file.read_text())
+        types = [m["type"] for m in modules]
+        pool_dir = next((m["path"] for m in modules if m["type"].endswith(".Pooling")), None)
+        cfg = json.loads((path / pool_dir / "config.json").read_text()) if pool_dir else {}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SourceError(f"{modules_file}: not a readable sentence-transformers module list ({exc})") from exc
+    modes = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v]
+    mode = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+    if len(modes) > 1 or (modes and modes[0] not in mode):
+        raise SourceError(f"{path / pool_dir / 'config.json'}: pooling {', '.join(modes)} is not supported; "
+                          "edgekit pools with pooling_mode_mean_tokens or pooling_mode_cls_token")
+    return (mode[modes[0]] if modes else "mean"), any(t.endswith(".Normalize") for t in types)
+
+
 def __getattr__(name: str):
     """``edgekit.source.HFLogits`` as a module-level name, so that a wrapped model pickles (the
     benchmarks cache compressed students with torch.save)."""
     if name == "HFLogits":
         return _hf_logits_class()
+    if name == "HFEmbedding":
+        return _hf_embedding_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _load_hf(path: Path) -> ModelHandle:
+def hf_task(cfg: dict, path: Path, task: str | None) -> str:
+    """A directory's task: a head (architectures "...ForSequenceClassification") classifies, a bare
+    encoder ("BertModel", a sentence-transformers directory) extracts features; --task overrides,
+    except that a bare encoder has no class scores to classify with."""
+    arch = (cfg.get("architectures") or [""])[0]
+    headless = "For" not in arch
+    if task is None:
+        return "feature-extraction" if headless else "classification"
+    if task == "classification" and headless:
+        raise SourceError(f"{path}: {arch or 'this model'} has no classification head, so it cannot classify "
+                          "labelled data (it emits embeddings): use --task feature-extraction, or give a "
+                          "directory saved from AutoModelForSequenceClassification")
+    return task
+
+
+def _load_hf(path: Path, task: str | None = None) -> ModelHandle:
     try:
         import transformers
     except ImportError as exc:
@@ -258,10 +340,12 @@ def _load_hf(path: Path) -> ModelHandle:
                           "(never unpickles pytorch_model.bin): save with save_pretrained(safe_serialization=True)")
     # from_pretrained imports optional kernels (torchao) that log load failures and deprecation
     # warnings on stderr: a bad directory must end in our one line only.
+    task = hf_task(cfg, path, task)
+    auto = (transformers.AutoModelForSequenceClassification if task == "classification"
+            else transformers.AutoModel)
     with quiet("transformers", "torchao", "torch.utils._pytree", "safetensors"):
         try:
-            model = transformers.AutoModelForSequenceClassification.from_pretrained(
-                str(path), use_safetensors=True, local_files_only=True)
+            model = auto.from_pretrained(str(path), use_safetensors=True, local_files_only=True)
         except Exception as exc:
             raise SourceError(f"{path}: loading the Hugging Face model failed: {_one_line(exc)}") from exc
         try:
@@ -272,13 +356,25 @@ def _load_hf(path: Path) -> ModelHandle:
 
     names = [n for n in tok.model_input_names]
 
-    wrapped = _hf_logits_class()(model, names).eval()
+    arch = (cfg.get("architectures") or ["?"])[0]
+    if task == "classification":
+        wrapped = _hf_logits_class()(model, names).eval()
+        metadata = {"architecture": arch, "num_labels": model.config.num_labels,
+                    "id2label": {str(k): v for k, v in model.config.id2label.items()}}
+    else:
+        if "attention_mask" not in names:
+            raise SourceError(f"{path}: the tokenizer gives no attention_mask; mean pooling needs it to "
+                              "leave padding out")
+        pooling, normalize = _sentence_pooling(path)
+        wrapped = _hf_embedding_class()(model, names, pooling, normalize).eval()
+        metadata = {"architecture": arch, "pooling": pooling, "normalize": normalize,
+                    "embedding_dim": int(getattr(model.config, "hidden_size", 0)) or None}
     handle = ModelHandle("hf", str(path), sha256_path(path),
-                         [TensorSpec(n, None, "int64") for n in names], ["logits"],
-                         module=wrapped, hf_dir=path, is_transformer=True)
-    handle.metadata = {"architecture": (cfg.get("architectures") or ["?"])[0],
-                       "num_labels": model.config.num_labels,
-                       "id2label": {str(k): v for k, v in model.config.id2label.items()}}
+                         [TensorSpec(n, None, "int64") for n in names], [OUTPUT_NAME[task]],
+                         module=wrapped, hf_dir=path, is_transformer=True, task=task,
+                         # optimum exports classifiers as they are; pooling lives in `wrapped` only
+                         optimum_task="text-classification" if task == "classification" else None)
+    handle.metadata = metadata
     handle.id_limits = {n: int(v) for n, v in (("input_ids", getattr(model.config, "vocab_size", None)),
                                                ("token_type_ids", getattr(model.config, "type_vocab_size", None)))
                         if n in names and isinstance(v, int) and v > 0}
@@ -303,16 +399,33 @@ def _load_onnx(path: Path) -> ModelHandle:
         inputs.append(TensorSpec(vi.name, shape, dtype))
     outputs = [o.name for o in model.graph.output]
     ops = {n.op_type for n in model.graph.node}
-    return ModelHandle("onnx", str(path), sha256_file(path), inputs, outputs, onnx_path=path,
+    task = "feature-extraction" if outputs and outputs[0].lower() in _EMBEDDING_OUTPUTS else "classification"
+    return ModelHandle("onnx", str(path), sha256_file(path), inputs, outputs, onnx_path=path, task=task,
                        is_transformer=bool(ops & {"Attention", "LayerNormalization", "Softmax"} and "MatMul" in ops))
 
 
-def load(source: str | Path) -> ModelHandle:
-    """Load any supported source model (see module docstring)."""
+TASK_NAMES = tuple(OUTPUT_NAME)
+
+
+def load(source: str | Path, task: str | None = None) -> ModelHandle:
+    """Load any supported source model (see module docstring). `task` overrides what the source
+    says it is for (edgekit/tasks; detected otherwise: HF head or none, a factory's edgekit_task
+    attribute, an ONNX output named like an embedding)."""
+    if task is not None and task not in TASK_NAMES:
+        raise SourceError(f"--task {task!r} is not valid; expected one of {', '.join(TASK_NAMES)}")
     s = str(source)
     p = Path(s)
     if p.is_dir():
-        return _load_hf(p)
+        return _load_hf(p, task)
+    handle = _load_file(s, p)
+    if task is not None and task != handle.task:
+        handle.task = task
+        if handle.kind != "onnx":  # edgekit names these outputs; an ONNX file keeps its own
+            handle.outputs = [OUTPUT_NAME[task]]
+    return handle
+
+
+def _load_file(s: str, p: Path) -> ModelHandle:
     if s.endswith(".onnx"):
         if not p.is_file():
             raise SourceError(f"{s}: model file not found")

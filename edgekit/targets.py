@@ -57,7 +57,11 @@ _BUDGET: dict[str, type | tuple[type, ...]] = {
     "max_accuracy_drop": (int, float),
     "max_class_accuracy_drop": (int, float),
     "load_time_ms": (int, float),
+    # feature extraction (edgekit/tasks/feature_extraction.py): floors, not ceilings
+    "min_cosine_similarity": (int, float),
+    "min_recall_at_10": (int, float),
 }
+_FLOORS_0_1 = ("min_cosine_similarity", "min_recall_at_10", "max_accuracy_drop", "max_class_accuracy_drop")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +74,8 @@ class Budgets:
     max_accuracy_drop: float | None = None
     max_class_accuracy_drop: float | None = None
     load_time_ms: float | None = None
+    min_cosine_similarity: float | None = None   # mean cosine of the artifact's embeddings to the source's
+    min_recall_at_10: float | None = None        # share of each item's 10 nearest neighbours kept
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,6 +226,8 @@ def profile_from_dict(raw: dict[str, Any], where: str) -> TargetProfile:
     for key, value in b.items():
         if value < 0:
             raise ConfigError(f"{where}: budget.{key} = {value!r} must be >= 0")
+        if key in _FLOORS_0_1 and value > 1:
+            raise ConfigError(f"{where}: budget.{key} = {value!r} must be between 0 and 1 (a fraction)")
     fields = {k: v for k, v in raw.items() if k not in ("quantization", "budget")}
     fields["isa"] = tuple(raw["isa"])
     return TargetProfile(**fields, quantization=Quantization(**q), budget=Budgets(**b), path=where)

@@ -267,7 +267,11 @@ class OpenVinoBackend:
 
     def backoff(self, artifact, handle, target, calibration, validation, workdir, evaluate, max_drop):
         """Accuracy-aware int8 (edgekit.accuracy): one candidate from NNCF's accuracy-control
-        quantization, which itself ranks layers and reverts the most sensitive to float."""
+        quantization, which itself ranks layers and reverts the most sensitive to float. NNCF's
+        loop judges top-1 on labels: other tasks get no candidate here (edgekit then ships the float
+        artifact, as for any back-off that finds nothing within budget)."""
+        if handle.task != "classification":
+            return
         art = self.quantize_with_accuracy_control(artifact, handle, target, calibration, validation,
                                                   max_drop, workdir)
         yield art, art.details.get("quantization", {}).get("ignored_scope", ["(chosen by NNCF)"])

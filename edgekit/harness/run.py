@@ -41,6 +41,7 @@ except ImportError:
     sys.exit(2)
 
 import _ek_bundle as B  # noqa: E402
+import _ek_metrics as M  # noqa: E402
 import _ek_stats as S  # noqa: E402
 from _ek_probe import environment, temperature_c  # noqa: E402
 from _ek_runtime import open_adapter  # noqa: E402
@@ -132,34 +133,66 @@ def self_check(adapter, bundle: Path, manifest: dict) -> dict:
     return check.result()
 
 
-def accuracy(adapter, bundle: Path, manifest: dict, field_log=None) -> dict:
-    """Step 4: top-1 of the exact artifact on every validation sample, at batch 1."""
+def accuracy(adapter, bundle: Path, manifest: dict, field_log=None) -> tuple[dict, dict | None]:
+    """Step 4: the exact artifact on every validation sample, at batch 1; returns (accuracy section,
+    quality section or None). The task (manifest model.task) decides the figures: classifiers get
+    top-1 against the labels; feature extractors get the embedding geometry against the source's
+    embeddings (reference.<output>: cosine, recall@k; _ek_metrics.py) and, with labels, 1-NN top-1."""
     val = manifest.get("validation") or {}
-    source = (manifest.get("source") or {}).get("accuracy")
+    src = manifest.get("source") or {}
+    task = (manifest.get("model") or {}).get("task") or "classification"
     path = bundle / (val.get("file") or "validation.npz")
     if not val and not path.is_file():
-        out = S.accuracy_section([], np.zeros(0), source)
+        out = S.accuracy_section([], np.zeros(0), src.get("accuracy"))
         out.update({"value": None, "skipped": True, "reason": "bundle has no validation set"})
-        return out
+        return out, None
     arrays = B.load_npz(path)
     inputs = B.input_arrays(arrays, manifest, path)
-    if "labels" not in arrays:
-        raise B.BundleError(f"{path}: no 'labels' array")
-    labels = arrays["labels"].reshape(-1)
     n = B.n_samples(inputs)
-    if labels.shape[0] != n:
+    labels = arrays["labels"].reshape(-1) if "labels" in arrays else None
+    sections = TASK_SECTIONS.get(task)
+    if sections is None:
+        raise B.BundleError(f"{bundle / 'manifest.json'}: model.task {task!r} is not one this harness "
+                            f"knows ({', '.join(TASK_SECTIONS)})")
+    if labels is not None and labels.shape[0] != n:
         raise B.BundleError(f"{path}: {labels.shape[0]} labels for {n} samples")
     first = adapter.output_names[0]
-    preds = []
+    outs = []
     for i in range(n):
         x = B.batch(inputs, i)
         got = adapter.run(x)
         if field_log is not None:  # --log-field: _ek_fieldlog.py
             field_log.log(x, got)
-        preds.append(int(S.top1(got[first])[0]))
-    out = S.accuracy_section(preds, labels, source)
+        outs.append(np.asarray(got[first]))
+    return sections(outs, labels, arrays.get(f"reference.{first}"), src, path)
+
+
+def _classification_sections(outs, labels, reference, src: dict, path: Path) -> tuple[dict, None]:
+    if labels is None:
+        raise B.BundleError(f"{path}: no 'labels' array")
+    out = S.accuracy_section([int(S.top1(o)[0]) for o in outs], labels, src.get("accuracy"))
     out["skipped"] = False
-    return out
+    return out, None
+
+
+def _embedding_sections(outs, labels, reference, src: dict, path: Path) -> tuple[dict, dict]:
+    if reference is None:
+        raise B.BundleError(f"{path}: no 'reference.<output>' array (the source's embeddings to compare with)")
+    n = len(outs)
+    emb = np.concatenate([o.reshape(1, -1) for o in outs])
+    quality = M.embedding_quality(emb, np.asarray(reference).reshape(n, -1), labels)
+    source_knn = (src.get("quality") or {}).get("knn_top1")
+    if labels is None:
+        return {"metric": "knn_top1", "n": n, "value": None, "source_value": None, "drop": None,
+                "skipped": True, "reason": "unlabelled feature-extraction set: see quality"}, quality
+    value = quality["knn_top1"]
+    return {"metric": "knn_top1", "n": n, "value": value, "source_value": source_knn,
+            "drop": None if source_knn is None else round(source_knn - value, S.STAT_DECIMALS),
+            "skipped": False}, quality
+
+
+# model.task -> (outputs, labels, reference, manifest source, file) -> (accuracy, quality)
+TASK_SECTIONS = {"classification": _classification_sections, "feature-extraction": _embedding_sections}
 
 
 def memory_section(results: list[dict]) -> dict:
@@ -241,7 +274,7 @@ def run(args, bundle: Path) -> int:
                    "label": (manifest.get("bundle") or {}).get("label"), "path": str(bundle),
                    "manifest_sha256": manifest_sha, "model_sha256": manifest["files"][model["file"]],
                    "model_file": model["file"], "runtime": model["runtime"],
-                   "precision": model.get("precision"),
+                   "precision": model.get("precision"), "task": model.get("task") or "classification",
                    "integrity": {"verified": True, "n_files": n_files}, "signature": signature},
         "provenance": {**(manifest.get("provenance") or {}),
                        "source_sha256": (manifest.get("source") or {}).get("sha256"),
@@ -287,14 +320,18 @@ def run(args, bundle: Path) -> int:
         if args.log_field:
             from _ek_fieldlog import FieldLog
             field_log = FieldLog(args.log_field, args.log_max_mb)
-        acc = accuracy(adapter, bundle, manifest, field_log)
+        acc, quality = accuracy(adapter, bundle, manifest, field_log)
+        if quality is not None:
+            report["quality"] = quality
+            say(f"embeddings vs source: mean cosine {quality['mean_cosine']:.4f}, p5 {quality['p5_cosine']:.4f}, "
+                f"recall@10 {quality['recall_at_10']:.4f} on {quality['n']} items")
         adapter.close()
         if field_log is not None:
             field_log.close()
             report["field_log"] = field_log.describe()
             say(f"field log: {field_log.records} records -> {args.log_field}")
         if not acc.get("skipped"):
-            say(f"accuracy {acc['value']:.4f} on {acc['n']} samples (source {acc['source_value']})")
+            say(f"{acc['metric']} {acc['value']:.4f} on {acc['n']} samples (source {acc['source_value']})")
     report["accuracy"] = acc
     if not args.skip_robustness:  # _ek_robust.py: odd inputs (in child processes), noise, agreement
         import _ek_robust

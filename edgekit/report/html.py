@@ -305,6 +305,47 @@ def memory_plot(result: "GateResult") -> str:
     return _svg(width, height, "memory", "Peak memory per variant", body)
 
 
+def cosine_plot(result: "GateResult") -> str:
+    """Feature extractors: the distribution of per-item cosine similarity between the artifact's and
+    the source's embeddings (quality.cosine_histogram), one row of bars per report, with the
+    min_cosine_similarity budget (it bounds the mean) and the mean and p5 marked."""
+    rows = [(r["bundle"]["name"], r["quality"], ((r.get("target") or {}).get("budget") or {}).get("min_cosine_similarity"))
+            for r in result.reports if (r.get("quality") or {}).get("cosine_histogram")]
+    if not rows:
+        return ""
+    left, right, top, row_h, width = 210, 30, 20, 70, 860
+    height = top + row_h * len(rows) + 56
+    edges = rows[0][1]["cosine_histogram"]["edges"]
+    sx = Scale(edges[0], edges[-1], left, width - right)
+    body = _x_axis(sx, top + row_h * len(rows), top - 4, "cosine similarity to the source's embedding, per item")
+    for k, (name, q, budget) in enumerate(rows):
+        hist, base = q["cosine_histogram"], top + row_h * (k + 1) - 8
+        peak = max(hist["counts"] + [hist["below"], 1])
+        color = PALETTE[k % len(PALETTE)]
+        body.append(f'<text x="{left - 10}" y="{base - 20}" text-anchor="end" fill="#24292f">{esc(name)}</text>'
+                    f'<text x="{left - 10}" y="{base - 6}" text-anchor="end" fill="#57606a" font-size="11">'
+                    f'n={q["n"]}, mean {q["mean_cosine"]:.4f}, p5 {q["p5_cosine"]:.4f}</text>')
+        for lo, hi, c in zip(hist["edges"][:-1], hist["edges"][1:], hist["counts"]):
+            h = (row_h - 20) * c / peak
+            body.append(f'<rect class="bin" x="{sx(lo) + 0.5:.1f}" y="{base - h:.1f}" width="{max(sx(hi) - sx(lo) - 1, 1):.1f}" '
+                        f'height="{h:.1f}" fill="{color}" fill-opacity="0.7"><title>{lo:.2f}-{hi:.2f}: {c}</title></rect>')
+        if hist["below"]:
+            body.append(f'<text class="below" x="{left + 2}" y="{base - 4}" fill="{COLORS["fail"]}" font-size="10">'
+                        f'&#9666; {hist["below"]} below {edges[0]:g}</text>')
+        for v, cls, dash in ((q["mean_cosine"], "mean", ""), (q["p5_cosine"], "p5", "2,3")):
+            x = sx(min(max(v, edges[0]), edges[-1]))
+            body.append(f'<line class="{cls}" x1="{x:.1f}" y1="{base - row_h + 22}" x2="{x:.1f}" y2="{base}" '
+                        f'stroke="#24292f" stroke-width="1.5" stroke-dasharray="{dash}"><title>{cls} {v:.4f}</title></line>')
+        if budget is not None:
+            x, _ = _ref_x(sx, budget)
+            body.append(f'<line class="budget" x1="{x:.1f}" y1="{base - row_h + 18}" x2="{x:.1f}" y2="{base + 2}" '
+                        f'stroke="{COLORS["fail"]}" stroke-width="2" stroke-dasharray="6,4">'
+                        f'<title>min_cosine_similarity {budget:g} (bounds the mean)</title></line>')
+    body.append(f'<text x="{left}" y="{height - 4}" fill="#57606a" font-size="11">solid: mean; dotted: p5; '
+                'dashed red: min_cosine_similarity budget (on the mean)</text>')
+    return _svg(width, height, "cosine", "Cosine similarity to the source, per item", body)
+
+
 CSS = """
 body{%s;margin:0;color:#24292f;background:#f6f8fa}
 main{max-width:1100px;margin:0 auto;padding:24px}
@@ -371,6 +412,9 @@ def to_html(result: "GateResult", title: str = "edgekit gate") -> str:
         parts += [tradeoff_plot(t, pts) for t, pts in sorted(groups.items())]
         parts.append("</div></section>")
     parts.append(f'<section id="memory"><h2>Peak memory</h2>{memory_plot(result)}</section>')
+    cos = cosine_plot(result)
+    if cos:
+        parts.append(f'<section id="cosine"><h2>Embeddings: cosine to the source</h2>{cos}</section>')
 
     parts.append('<section id="checks"><h2>Checks</h2>')
     for i, r in enumerate(result.reports):

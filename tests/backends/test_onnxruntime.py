@@ -43,10 +43,13 @@ def test_dynamic_mode_and_its_backoff(setup, tmp_path):
     acc_q = accuracy(first_output(backend.open(art, 1), val), val.labels)
     assert acc_fp > 0.8 and abs(acc_fp - acc_q) <= 0.05
 
-    # The back-off ranks layers on a static QDQ twin and yields dynamic models with 1, 2, ... in float.
+    # The back-off first retries with per-channel weights (this profile's are per-tensor), then
+    # ranks layers on a static QDQ twin and yields dynamic models with 1, 2, ... in float.
     tried = list(backend.backoff(fp, handle, target, calib, val, tmp_path, None, 0.0))
-    assert [len(ex) for _, ex in tried] == [1, 2]
-    one, excluded = tried[0]
+    assert [len(ex) for _, ex in tried] == [0, 1, 2]
+    rung, _ = tried[0]
+    assert rung.details["backoff"] == "per-channel weights" and rung.details["quantization"]["per_channel"] is True
+    one, excluded = tried[1]
     assert one.details["quantization"]["mode"] == "dynamic"
     assert one.details["quantization"]["nodes_in_float"] == excluded
     ops1 = _ops(one.path)
