@@ -94,3 +94,13 @@ def resnet18(num_classes: int = 1000, seed: int = SEED) -> ResNet:
 
 def param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def resnet18_features(seed: int = SEED) -> ResNet:
+    """ResNet-18 with its classification head removed (fc = Identity): a 512-d feature extractor,
+    the way a ResNet feeds retrieval or a downstream classifier. It says so with `edgekit_task`, so
+    `edgekit convert benchmarks/models.py:resnet18_features ...` needs no --task."""
+    model = resnet18(seed=seed)
+    model.fc = nn.Identity()
+    model.edgekit_task = "feature-extraction"
+    return model.eval()

@@ -29,7 +29,8 @@ from edgekit.convert import convert
 
 RUNTIMES = ("onnxruntime", "openvino", "litert")
 THREADS = 2
-OV_CONFIG = {"INFERENCE_NUM_THREADS": THREADS, "PERFORMANCE_HINT": "LATENCY"}
+OV_CONFIG = {"INFERENCE_NUM_THREADS": THREADS, "PERFORMANCE_HINT": "LATENCY",
+             "INFERENCE_PRECISION_HINT": "f32"}  # pinned as edgekit pins it: bf16 on BF16 hosts otherwise
 
 _PROFILE_HEAD = {
     "onnxruntime": {"arch": "x86_64", "isa": ["avx2", "fma"], "static_shapes": False,
