@@ -23,12 +23,12 @@ def _console():
 _SHORT = {"latency_p95_ms": ("p95", "ms"), "peak_memory_mb": ("mem", "MB"), "model_size_mb": ("size", "MB"),
           "max_accuracy_drop": ("drop", ""), "max_class_accuracy_drop": ("class drop", ""),
           "load_time_ms": ("load", "ms"), "min_cosine_similarity": ("cos", ""), "min_recall_at_10": ("R@10", "")}
-# floors (>=) rather than ceilings (<=)
-_FLOORS = ("min_cosine_similarity", "min_recall_at_10")
+
 
 
 def cmd_targets(args) -> int:
     from .targets import available, load_target
+    from .tasks import task_budgets  # the task budgets are floors (>=), the shared ones ceilings (<=)
     profiles = [load_target(p) for p in available().values()]
     if args.json:
         print(json.dumps([p.to_dict() for p in profiles], indent=2))
@@ -38,7 +38,7 @@ def cmd_targets(args) -> int:
     for col in ("name", "arch", "runtime", "device", "precision", "threads", "budgets"):
         t.add_column(col)
     for p in profiles:
-        b = " ".join(f"{_SHORT[k][0]}{'≥' if k in _FLOORS else '≤'}{v:g}{_SHORT[k][1]}"
+        b = " ".join(f"{_SHORT[k][0]}{'≥' if k in task_budgets() else '≤'}{v:g}{_SHORT[k][1]}"
                      for k, v in vars(p.budget).items() if v is not None)
         t.add_row(p.name, p.arch, p.runtime, p.device, p.precision, str(p.threads), b)
     _console().print(t)

@@ -76,8 +76,12 @@ class Prepared:
     source_per_class: dict[str, float] = dataclasses.field(default_factory=dict)
     estimates: dict[str, Estimate] = dataclasses.field(default_factory=dict)  # by precision
     source_logits: np.ndarray | None = None  # the exported PyTorch model's outputs on the validation set
-    task: Task = dataclasses.field(default_factory=lambda: get_task(None))  # edgekit/tasks
     source_quality: dict = dataclasses.field(default_factory=dict)  # the task's figures for the source
+
+    @property
+    def task(self) -> Task:
+        """What the source is for (edgekit/tasks), as the handle says."""
+        return get_task(self.handle.task)
 
 
 def _bind_specs(handle: ModelHandle, data: Dataset) -> None:
@@ -109,7 +113,7 @@ def prepare(source: str | ModelHandle, calibration: str, validation: str, *,
     task.check_outputs(handle, reference[0], samples)
     task.check(handle, reference, [val, calib])
     _bind_specs(handle, calib)
-    return Prepared(handle, calib, val, samples, reference, task=task)
+    return Prepared(handle, calib, val, samples, reference)
 
 
 def run_source(runner, data: Dataset) -> list[np.ndarray]:

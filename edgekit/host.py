@@ -12,10 +12,14 @@ the device's report describe CPUs in the same vocabulary (the profile's `isa` na
 
 from __future__ import annotations
 
+import functools
 import platform
 from typing import Any
 
-from .harness._ek_probe import cpu_info
+from .harness import _ek_probe
+
+# /proc/cpuinfo does not change while a conversion runs: read it once per process, not per bundle.
+cpu_info = functools.lru_cache(maxsize=1)(_ek_probe.cpu_info)
 
 # platform.machine() spellings of each profile arch.
 _MACHINES = {"x86_64": ("x86_64", "amd64"), "aarch64": ("aarch64", "arm64")}
