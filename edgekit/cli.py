@@ -74,7 +74,7 @@ def _convert_table(args, results) -> None:
     for r in results:
         par = "; ".join(f"{p['stage']} {p['max_abs_diff']:.2g}/{p['top1_agreement']:.3f}" for p in r.parity)
         # quality: top-1 for classifiers, mean cosine to the source's embeddings for feature extractors
-        what = "cos " if r.metric == "embedding" else ""
+        what = {"embedding": "cos ", "token_agreement": "agree "}.get(r.metric, "")
         t.add_row(r.name, r.precision, f"{r.size_mb:.3f}", f"{what}{r.accuracy:.4f}", f"{what}{r.source_accuracy:.4f}",
                   f"{r.accuracy_drop:+.4f}", par, r.accuracy_control)
     _console().print(t)
@@ -127,15 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_targets)
 
     s = sub.add_parser("convert", help="convert a source model into one bundle per target")
-    s.add_argument("source", help="model.pt2 | model.onnx | HF model dir | file.py:factory | package.module:factory")
+    s.add_argument("source", help="model.pt2 | model.onnx | HF model dir | file.py:factory | package.module:factory "
+                   "| model.gguf (text generation)")
     s.add_argument("--target", action="append", help="profile name or .toml path (repeatable)")
     s.add_argument("--targets", metavar="DIR", help="every .toml profile in DIR")
-    s.add_argument("--calibration", required=True, help="calibration data (.npz, .jsonl, image folder)")
+    s.add_argument("--calibration", required=True, help="calibration data (.npz, .jsonl, image folder; text "
+                   "generation: .txt or .jsonl text)")
     s.add_argument("--validation", required=True,
                    help="validation data (same formats); labelled for classifiers, labels optional for "
                         "feature extractors (k-NN top-1)")
     from .source import TASK_NAMES
-    s.add_argument("--task", choices=TASK_NAMES,
+    s.add_argument("--task", choices=TASK_NAMES + ("text-generation",),
                    help="what the model is for (default: detected from the source: a HF head or none, a "
                         "factory's edgekit_task attribute, an ONNX output named 'embedding')")
     s.add_argument("--out", required=True, help="output folder; bundles land in OUT/<bundle name>/")

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import platform
 import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from ._version import __version__
 from .accuracy import control
 from .backends import get_backend
 from .budget import Estimate, check_estimate, check_size, estimate
@@ -25,12 +23,9 @@ from .bundle import BundleWriter, copy_harness, save_npz, write_manifest
 from .data import Dataset, check_consistent, load_data
 from .errors import BackendError, DataError, EdgekitError
 from .host import describe as describe_host, host_matches
+from .results import BundleResult, ConversionFailed, versions as _versions  # noqa: F401 (re-exported)
 
 
-class ConversionFailed(EdgekitError):
-    """Some bundles of a multi-target convert failed; `.results` holds the ones written."""
-
-    results: list = []
 from .parity import compare, run_all
 from .source import ModelHandle, TensorSpec, load
 from .targets import TargetProfile, load_targets
@@ -44,24 +39,6 @@ SELFCHECK_TOL = {"fp32": (1e-4, 1e-3, 1.0), "fp16": (1e-2, 1e-2, 0.95),
                  "int8": (5e-2, 5e-2, 0.9), "int8-dynamic": (5e-2, 5e-2, 0.9)}
 # A float export must reproduce PyTorch: anything beyond this is a broken export, not rounding.
 EXPORT_ATOL = 1e-3
-
-
-@dataclasses.dataclass
-class BundleResult:
-    name: str
-    path: Path
-    target: str
-    precision: str
-    size_mb: float
-    accuracy: float
-    source_accuracy: float
-    parity: list[dict]
-    accuracy_control: str = "within budget"
-    metric: str = "top1"              # what accuracy means here (the task's: top1, or embedding = mean cosine)
-
-    @property
-    def accuracy_drop(self) -> float:
-        return self.source_accuracy - self.accuracy
 
 
 @dataclasses.dataclass
@@ -137,18 +114,6 @@ def score_source(prep: Prepared) -> None:
     prep.source_quality = prep.task.source_quality(logits, prep.validation.labels)
     prep.source_accuracy = prep.task.source_score(prep.source_quality)
     prep.source_per_class = prep.source_quality.get("per_class", {})
-
-
-def _versions(runtime: str) -> dict[str, str]:
-    import importlib.metadata as md
-    v = {"edgekit": __version__, "python": platform.python_version()}
-    for pkg in ("torch", "onnx", "numpy", {"onnxruntime": "onnxruntime", "openvino": "openvino",
-                                           "litert": "ai-edge-litert"}[runtime]):
-        try:
-            v[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return v
 
 
 def bundle_name(target: TargetProfile, precision: str, base_precision: str) -> str:
@@ -350,6 +315,14 @@ def convert(source: str | ModelHandle, targets: Iterable[str | TargetProfile] | 
     With a recipe, its stages (distillation, pruning) run once on the PyTorch model first."""
     specs = [targets] if isinstance(targets, (str, TargetProfile)) else list(targets)
     profiles = load_targets(specs, targets_dir)
+    if not isinstance(source, ModelHandle):
+        from .lm.source import is_lm_source
+        if task == "text-generation" or (task is None and is_lm_source(source)):
+            # causal LMs: their own pipeline (KV cache, int4, tokenizer, perplexity; edgekit/lm/convert.py)
+            from .lm.convert import convert_lm, refuse_options
+            refuse_options(precisions=precisions, recipe=recipe, sequence_length=sequence_length, tokenizer=tokenizer)
+            return convert_lm(source, profiles, calibration, validation, out, license=license,
+                              provenance=provenance, label=label, ignore_budgets=ignore_budgets, progress=progress)
     for t in profiles:  # fail on a missing runtime before any long work
         get_backend(t.runtime).available()
     seq = sequence_length or profiles[0].sequence_length

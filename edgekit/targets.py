@@ -36,7 +36,7 @@ _TOP: dict[str, type | tuple[type, ...]] = {
     "name": str, "description": str, "arch": str, "isa": list, "runtime": str, "device": str,
     "precision": str, "threads": int, "static_shapes": bool, "sequence_length": int,
     "calibration_samples": int, "stand_in": str, "memory_mb": int, "require_robustness": bool,
-    "inference_precision": str, "quantization": dict, "budget": dict,
+    "inference_precision": str, "quantization": dict, "budget": dict, "generation": dict,
 }
 _REQUIRED = ("name", "description", "arch", "isa", "runtime", "device", "precision", "threads")
 _QUANT: dict[str, type | tuple[type, ...]] = {
@@ -60,8 +60,22 @@ _BUDGET: dict[str, type | tuple[type, ...]] = {
     # feature extraction (edgekit/tasks/feature_extraction.py): floors, not ceilings
     "min_cosine_similarity": (int, float),
     "min_recall_at_10": (int, float),
+    # text generation (edgekit/tasks/text_generation.py)
+    "ttft_ms": (int, float),
+    "min_decode_tokens_per_s": (int, float),
+    "max_perplexity_increase": (int, float),
+    "min_token_agreement": (int, float),
+    "context_length": int,
 }
-_FLOORS_0_1 = ("min_cosine_similarity", "min_recall_at_10", "max_accuracy_drop", "max_class_accuracy_drop")
+_FLOORS_0_1 = ("min_cosine_similarity", "min_recall_at_10", "max_accuracy_drop", "max_class_accuracy_drop",
+               "min_token_agreement")
+# [generation]: how a causal LM is compressed for this target (edgekit/lm/export.py).
+WEIGHT_BITS = ("int4", "int8", "fp32")
+INT4_METHODS = ("rtn", "hqq", "awq")  # awq: NNCF AWQ + scale estimation (OpenVINO), driven by calibration text
+_GENERATION: dict[str, type | tuple[type, ...]] = {
+    "weights": str, "method": str, "block_size": int, "symmetric": bool, "embeddings": str, "lm_head": str,
+    "accuracy_level": int, "prompt_length": int, "new_tokens": int, "ratio": (int, float), "runtime": str,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +90,37 @@ class Budgets:
     load_time_ms: float | None = None
     min_cosine_similarity: float | None = None   # mean cosine of the artifact's embeddings to the source's
     min_recall_at_10: float | None = None        # share of each item's 10 nearest neighbours kept
+    ttft_ms: float | None = None                 # time to first token at generation.prompt_length, p95
+    min_decode_tokens_per_s: float | None = None  # decode speed, median over the generations
+    max_perplexity_increase: float | None = None  # relative: artifact ppl / source ppl - 1
+    min_token_agreement: float | None = None     # top-1 next-token agreement with the source
+    context_length: int | None = None            # tokens the KV cache is sized for (memory at this context)
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    """[generation]: the weight compression of a causal LM and the shape of its measurement.
+    Defaults follow the anchors: int4 weights in blocks of 32 (llama.cpp Q4_0's block, ONNX Runtime
+    GenAI's default), the LM head int8 (llama.cpp keeps its output tensor at >= Q6_K even in Q4_0
+    files, whose token embeddings are Q4_0)."""
+
+    weights: str = "int4"
+    method: str = "rtn"
+    block_size: int = 32
+    symmetric: bool = True
+    # The token embedding table and the LM head (a tied head is stored again for its MatMul).
+    # None = the runtime's best: ONNX Runtime int4 table (its GatherBlockQuantized takes 4 bits only)
+    # + int8 head; OpenVINO int8 for both (NNCF's backup precision, one setting for both).
+    embeddings: str | None = None
+    lm_head: str | None = None
+    accuracy_level: int = 4         # ONNX Runtime MatMulNBits: 4 = int8 activations (the fast kernels)
+    ratio: float = 1.0              # NNCF: share of layers in int4 (the rest int8)
+    prompt_length: int = 128        # tokens in the prompt that time to first token is measured at
+    new_tokens: int = 64            # tokens generated per timed generation
+    # The runtime of a generative bundle where it is not the profile's: litert-torch converts a
+    # causal LM with a KV cache only after re-authoring it (litert_torch.generative), not from a
+    # Hugging Face model, so the ARM boards run generation on ONNX Runtime.
+    runtime: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +160,17 @@ class TargetProfile:
     inference_precision: str | None = None  # None = compute_precision's default
     quantization: Quantization = Quantization()
     budget: Budgets = Budgets()
+    generation: Generation = Generation()
     path: str | None = None
+
+    @property
+    def generation_weights(self) -> tuple[str, str]:
+        """(embedding table, LM head) precisions of a generative bundle, resolved for its runtime."""
+        g = self.generation
+        if (g.runtime or self.runtime) == "openvino":
+            both = g.embeddings or g.lm_head or "int8"
+            return both, both
+        return g.embeddings or "int4", g.lm_head or "int8"
 
     @property
     def has_vnni(self) -> bool:
@@ -228,9 +283,48 @@ def profile_from_dict(raw: dict[str, Any], where: str) -> TargetProfile:
             raise ConfigError(f"{where}: budget.{key} = {value!r} must be >= 0")
         if key in _FLOORS_0_1 and value > 1:
             raise ConfigError(f"{where}: budget.{key} = {value!r} must be between 0 and 1 (a fraction)")
-    fields = {k: v for k, v in raw.items() if k not in ("quantization", "budget")}
+    if b.get("context_length", 1) < 1:
+        raise ConfigError(f"{where}: budget.context_length = {b['context_length']!r} must be >= 1")
+    g = _generation(dict(raw.get("generation", {})), where, raw)
+    fields = {k: v for k, v in raw.items() if k not in ("quantization", "budget", "generation")}
     fields["isa"] = tuple(raw["isa"])
-    return TargetProfile(**fields, quantization=Quantization(**q), budget=Budgets(**b), path=where)
+    return TargetProfile(**fields, quantization=Quantization(**q), budget=Budgets(**b),
+                         generation=Generation(**g), path=where)
+
+
+def _generation(g: dict, where: str, raw: dict) -> dict:
+    _typed(g, _GENERATION, where, "generation.")
+    for key, allowed in (("weights", WEIGHT_BITS), ("embeddings", WEIGHT_BITS), ("lm_head", WEIGHT_BITS),
+                         ("method", INT4_METHODS)):
+        if key in g:
+            _one_of(g[key], allowed, f"generation.{key}", where)
+    for key in ("block_size", "prompt_length", "new_tokens"):
+        if key in g and g[key] < 1:
+            raise ConfigError(f"{where}: generation.{key} = {g[key]!r} must be >= 1")
+    if "block_size" in g and (g["block_size"] < 16 or g["block_size"] & (g["block_size"] - 1)):
+        raise ConfigError(f"{where}: generation.block_size = {g['block_size']!r} must be a power of two >= 16 "
+                          "(MatMulNBits and NNCF group sizes)")
+    if "ratio" in g and not 0.0 < g["ratio"] <= 1.0:
+        raise ConfigError(f"{where}: generation.ratio = {g['ratio']!r} must be in (0, 1]")
+    method = g.get("method", "rtn")
+    if "runtime" in g:
+        _one_of(g["runtime"], ("onnxruntime", "openvino"), "generation.runtime", where)
+    runtime = g.get("runtime", raw["runtime"])
+    if method == "awq" and runtime != "openvino":
+        raise ConfigError(f"{where}: generation.method = 'awq' is NNCF's (runtime 'openvino'); for "
+                          f"runtime {runtime!r} use 'rtn' or 'hqq'")
+    if method == "hqq" and runtime != "onnxruntime":
+        raise ConfigError(f"{where}: generation.method = 'hqq' is ONNX Runtime's; for runtime {runtime!r} "
+                          "use 'rtn'" + (" or 'awq'" if runtime == "openvino" else ""))
+    if runtime == "onnxruntime" and g.get("embeddings") == "int8":
+        raise ConfigError(f"{where}: generation.embeddings = 'int8': ONNX Runtime's GatherBlockQuantized takes "
+                          "4-bit tables only; use 'int4' or 'fp32' (the LM head has its own key, lm_head)")
+    if runtime == "openvino" and g.get("embeddings", "int8") != g.get("lm_head", "int8"):
+        raise ConfigError(f"{where}: generation.embeddings and lm_head differ; NNCF compresses both at one "
+                          "precision (its backup mode, or int4 with all layers): set them equal")
+    if raw["device"] == "NPU" and g.get("symmetric", True) is False:
+        raise ConfigError(f"{where}: generation.symmetric = false: the NPU takes symmetric int4 weights only")
+    return g
 
 
 def _quantization(q: dict, where: str, prefix: str, runtime: str) -> dict:

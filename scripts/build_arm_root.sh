@@ -154,7 +154,7 @@ mv "$PYW.tmp" "$PYW"
 ln -sfn "rootfs/usr/bin/python3.11-qemu" "$W/python3.11"
 
 # ---------------------------------------------------------------- 5. aarch64 wheels
-WHEELS="$(pin numpy) $(pin onnxruntime) $(pin ai-edge-litert)"
+WHEELS="$(pin numpy) $(pin onnxruntime) $(pin ai-edge-litert) $(pin tokenizers)"
 [ "$OPENVINO" = 1 ] && WHEELS="$WHEELS $(pin openvino)"
 STAMP="$W/.wheels.ok"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WHEELS" ]; then

@@ -149,7 +149,8 @@ def test_shared_names_live_below_their_users():
         assert "edgekit.checks" in g[user] and "edgekit.gate" not in g[user], (user, g[user])
     assert not g["edgekit.devices.base"] & {"edgekit.devices.local", "edgekit.devices.ssh",
                                             "edgekit.devices.qemu", "edgekit.devices.transports"}
-    assert "edgekit._version" in g["edgekit.convert"] and "edgekit" not in g["edgekit.convert"]
+    assert "edgekit._version" in g["edgekit.results"] and "edgekit" not in g["edgekit.results"]
+    assert "edgekit" not in g["edgekit.convert"] and "edgekit" not in g["edgekit.lm.convert"]
     from edgekit.checks import Check, GateResult
     from edgekit.gate import Check as GateCheck, GateResult as GateGateResult
     assert Check is GateCheck and GateResult is GateGateResult                # still importable from gate

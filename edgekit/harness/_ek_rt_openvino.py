@@ -143,6 +143,10 @@ class OpenVinoAdapter(Adapter):
                 "inference_precision": computed,
                 "actual_device": self.device}
 
+    def reset(self) -> None:
+        if self.request is not None:
+            self.request.reset_state()  # a stateful LM's KV cache (a no-op for stateless models)
+
     def close(self) -> None:
         self.request = None
         self.compiled = None

@@ -10,6 +10,7 @@ separately (HARNESS_SPEC.md step 3: cold start is never mixed into steady state)
     fn = a.runner(feeds)    # a no-argument callable: one inference at batch 1
     fn()                                                          -> first_inference_ms, samples
     outs = a.run(feeds)     # {output name (manifest spelling): np.ndarray}, for self-check/accuracy
+    a.reset()               # stateful models (OpenVINO LMs keep their KV cache inside): new sequence
     a.info()                # {"name", "version", ..., "actual_device"} for the report
     a.close()
 
@@ -72,6 +73,9 @@ class Adapter:
 
     def info(self) -> dict:
         raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget per-sequence state (a stateful LM's KV cache); stateless models have none."""
 
     def close(self) -> None:
         pass

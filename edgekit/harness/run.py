@@ -59,9 +59,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = _Parser(prog="run.py", description="edgekit device-side benchmark harness")
     p.add_argument("--bundle", type=Path, help="bundle directory (default: the parent of harness/)")
     p.add_argument("--out", type=Path, help="report path (default: <bundle>/report.json)")
-    p.add_argument("--runs", type=int, default=300, help="fewest timed runs per trial (300)")
-    p.add_argument("--warmup", type=int, default=10, help="fewest warm-up runs per trial (10)")
-    p.add_argument("--min-seconds", type=float, default=10.0, help="fewest timed seconds per trial (10)")
+    p.add_argument("--runs", type=int, help="fewest timed runs per trial (300; text generation: 5 generations)")
+    p.add_argument("--warmup", type=int, help="fewest warm-up runs per trial (10; text generation: 1)")
+    p.add_argument("--min-seconds", type=float, default=10.0, help="fewest timed seconds per trial (10; "
+                   "text generation: the runs alone)")
     p.add_argument("--warmup-seconds", type=float, default=2.0, help="fewest warm-up seconds (2)")
     p.add_argument("--trials", type=int, default=3, help="trials, each in a fresh process (3)")
     p.add_argument("--threads", type=int, help="runtime threads (default: manifest runtime_settings)")
@@ -215,8 +216,27 @@ def memory_section(results: list[dict]) -> dict:
             "model_share_mb": top(shares), "anon_mb": top(col("anon_mb")), "file_mb": top(col("file_mb"))}
 
 
+def _is_generation(manifest: dict) -> bool:
+    return (manifest.get("model") or {}).get("task") == "text-generation"
+
+
+def _counts(args, manifest: dict) -> None:
+    """--runs/--warmup defaults by task: 300/10 single calls, or 5/1 whole generations."""
+    gen = _is_generation(manifest)
+    if args.runs is None:
+        args.runs = 5 if gen else 300
+    if args.warmup is None:
+        args.warmup = 1 if gen else 10
+
+
 def run_trial_mode(args, bundle: Path) -> int:
     manifest, _ = B.load_manifest(bundle)
+    _counts(args, manifest)
+    if _is_generation(manifest):
+        import _ek_gen_bench as G
+        from _ek_trial import pin_threads
+        emit(G.trial_main(bundle, manifest, _threads(args, manifest), args.runs, args.warmup, pin_threads))
+        return 0
     result = trial_main(bundle, manifest, _threads(args, manifest), args.runs, args.warmup,
                         args.min_seconds, args.warmup_seconds)
     emit(result)
@@ -244,6 +264,13 @@ def run(args, bundle: Path) -> int:
     manifest, manifest_sha = B.load_manifest(bundle)
     model = manifest["model"]
     threads = _threads(args, manifest)
+    _counts(args, manifest)
+    generation = _is_generation(manifest)
+    if generation:
+        import _ek_gen_bench as G
+        if args.log_field:
+            raise B.BundleError("--log-field logs input tensors of single-call models; a text-generation "
+                                "bundle has no such inputs (leave it out)")
 
     signature = {"checked": False}
     if args.pubkey:  # signature first: it authenticates the manifest whose hashes are checked next
@@ -254,13 +281,19 @@ def run(args, bundle: Path) -> int:
     n_files = B.verify_files(bundle, manifest)
     say(f"bundle {bundle} ({model['runtime']}, {model.get('precision')}): {n_files} files verified")
 
-    adapter = open_adapter(bundle, manifest, threads)
+    adapter = G.open_lm(bundle, manifest, threads) if generation else open_adapter(bundle, manifest, threads)
     adapter.import_runtime()
     adapter.load()
     env = environment(threads, adapter.info(), adapter.requested_device)
-    check = self_check(adapter, bundle, manifest)
-    say(f"self-check on {check['n']} samples: {'passed' if check['passed'] else 'FAILED'} "
-        f"(max abs diff {check['max_abs_diff']:.3g}, top-1 agreement {check['top1_agreement_expected']})")
+    if generation:
+        check = G.self_check(adapter, bundle, manifest)
+        say(f"self-check on {check['n']} prompts: {'passed' if check['passed'] else 'FAILED'} (token ids "
+            f"{'equal' if check['tokenizer_match'] else 'DIFFER'}; greedy prefixes "
+            f"{[r['greedy_prefix'] for r in check['prompts']]})")
+    else:
+        check = self_check(adapter, bundle, manifest)
+        say(f"self-check on {check['n']} samples: {'passed' if check['passed'] else 'FAILED'} "
+            f"(max abs diff {check['max_abs_diff']:.3g}, top-1 agreement {check['top1_agreement_expected']})")
     adapter.close()  # no idle runtime threads or arenas in this process while trials measure
     del adapter
 
@@ -293,8 +326,14 @@ def run(args, bundle: Path) -> int:
             r = spawn_trial(HERE / "run.py", bundle, k, args.trials, threads, args.runs, args.warmup,
                             args.min_seconds, args.warmup_seconds)
             results.append(r)
-            say(f"trial {k}/{args.trials}: {r['runs']} runs in {r['timed_seconds']} s, load "
-                f"{r['load_ms']} ms, median {S.nearest_rank(sorted(r['samples_ns']), 0.5) / 1e6:.4f} ms")
+            if generation:
+                say(f"trial {k}/{args.trials}: {r['runs']} generations of {r['new_tokens']} tokens, load "
+                    f"{r['load_ms']} ms, TTFT median {S.nearest_rank(sorted(r['ttft_ms']), 0.5):.1f} ms, decode "
+                    f"{S.nearest_rank(sorted(x for x in r['decode_tokens_per_s'] if x), 0.5):.1f} tokens/s, "
+                    f"{r['full_context']['tokens']} tokens in {r['full_context']['seconds']} s")
+            else:
+                say(f"trial {k}/{args.trials}: {r['runs']} runs in {r['timed_seconds']} s, load "
+                    f"{r['load_ms']} ms, median {S.nearest_rank(sorted(r['samples_ns']), 0.5) / 1e6:.4f} ms")
     except B.TrialCrash as exc:
         report.update(status="error", error=str(exc))
         report["harness"]["duration_s"] = round(time.time() - t_start, 3)
@@ -308,6 +347,9 @@ def run(args, bundle: Path) -> int:
                         | {"pinned_cpus": r.get("pinned_cpus")}
                         for r in results]
     env["temperature_c_end"] = temperature_c()
+    if generation:
+        report["generation"] = G.sections(results, manifest)
+        return _finish_generation(args, bundle, manifest, threads, report, out_path, signer, say, t_start)
 
     if args.skip_accuracy:
         acc = S.accuracy_section([], np.zeros(0), (manifest.get("source") or {}).get("accuracy"))
@@ -341,6 +383,32 @@ def run(args, bundle: Path) -> int:
     lat, mem = report["latency"], report["memory"]
     say(f"p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms over {lat['n']} runs; "
         f"peak RSS {mem['peak_rss_mb']} MiB ({mem['method']}) -> {out_path}")
+    return 0
+
+
+def _finish_generation(args, bundle, manifest, threads, report, out_path, signer, say, t_start) -> int:
+    """Quality of a text-generation bundle (perplexity, agreement, KL against the source), then the report."""
+    import _ek_gen_bench as G
+    if args.skip_accuracy:
+        report["accuracy"] = {"metric": "perplexity", "n": 0, "value": None, "source_value": None, "drop": None,
+                              "skipped": True, "reason": "--skip-accuracy"}
+    else:
+        lm = G.open_lm(bundle, manifest, threads)
+        lm.import_runtime()
+        lm.load()
+        q = G.quality(lm, bundle, manifest)
+        lm.close()
+        report["generation"]["quality"] = q
+        report["accuracy"] = {"metric": "perplexity", "n": q["tokens"], "value": None, "source_value": None,
+                              "drop": None, "skipped": True, "reason": "text generation: see quality"}
+        say(f"perplexity {q['perplexity']:.3f} (source {q['source_perplexity']:.3f}, +{100 * q['perplexity_increase']:.2f}%), "
+            f"top-1 agreement {q['token_agreement']:.4f}, mean KL {q['mean_kl']:.4f} on {q['tokens']} tokens")
+    report["harness"]["duration_s"] = round(time.time() - t_start, 3)
+    write_report(out_path, report, signer)
+    g = report["generation"]
+    say(f"TTFT p50 {g['ttft_ms']['p50']} ms, p95 {g['ttft_ms']['p95']} ms at {g['prompt_tokens']} prompt tokens; "
+        f"decode {g['decode_tokens_per_s']['p50']} tokens/s (p5 {g['decode_tokens_per_s']['p5']}); peak RSS "
+        f"{report['memory']['peak_rss_mb']} MiB ({g['full_context']['tokens']}-token context) -> {out_path}")
     return 0
 
 

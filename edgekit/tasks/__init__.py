@@ -11,8 +11,9 @@ from ..errors import ConfigError
 from .base import Task
 from .classification import Classification
 from .feature_extraction import FeatureExtraction
+from .text_generation import TextGeneration
 
-TASKS: dict[str, Task] = {t.name: t for t in (Classification(), FeatureExtraction())}
+TASKS: dict[str, Task] = {t.name: t for t in (Classification(), FeatureExtraction(), TextGeneration())}
 
 
 def get_task(name: str | None) -> Task:

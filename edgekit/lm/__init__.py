@@ -1,0 +1,1 @@
+"""Generative language models: sources, export with KV cache, int4, the memory budget, conversion."""
