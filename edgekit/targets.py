@@ -71,10 +71,13 @@ _FLOORS_0_1 = ("min_cosine_similarity", "min_recall_at_10", "max_accuracy_drop",
                "min_token_agreement")
 # [generation]: how a causal LM is compressed for this target (edgekit/lm/export.py).
 WEIGHT_BITS = ("int4", "int8", "fp32")
-INT4_METHODS = ("rtn", "hqq", "awq")  # awq: NNCF AWQ + scale estimation (OpenVINO), driven by calibration text
+# rtn: round to nearest; hqq: ONNX Runtime's half-quadratic (data-free); awq: NNCF's AWQ + scale
+# estimation driven by calibration text (OpenVINO IR, or MatMulNBits through NNCF's ONNX backend).
+INT4_METHODS = ("rtn", "hqq", "awq")
 _GENERATION: dict[str, type | tuple[type, ...]] = {
     "weights": str, "method": str, "block_size": int, "symmetric": bool, "embeddings": str, "lm_head": str,
     "accuracy_level": int, "prompt_length": int, "new_tokens": int, "ratio": (int, float), "runtime": str,
+    "budget": dict,
 }
 
 
@@ -121,6 +124,9 @@ class Generation:
     # causal LM with a KV cache only after re-authoring it (litert_torch.generative), not from a
     # Hugging Face model, so the ARM boards run generation on ONNX Runtime.
     runtime: str | None = None
+    # [generation.budget]: budgets that replace [budget]'s for generative bundles (a 135M-parameter
+    # LM is not held to a classifier's 25 MB); the bundle's manifest carries the merged budgets.
+    budget: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +168,12 @@ class TargetProfile:
     budget: Budgets = Budgets()
     generation: Generation = Generation()
     path: str | None = None
+
+    def for_generation(self) -> "TargetProfile":
+        """This profile as a generative bundle sees it: [generation.budget] over [budget]."""
+        if not self.generation.budget:
+            return self
+        return dataclasses.replace(self, budget=dataclasses.replace(self.budget, **dict(self.generation.budget)))
 
     @property
     def generation_weights(self) -> tuple[str, str]:
@@ -214,6 +226,7 @@ class TargetProfile:
             d["quantization"]["op_types"] = list(self.quantization.op_types)
         d["quantization"]["transformer"] = {k: list(v) if isinstance(v, tuple) else v
                                             for k, v in self.quantization.transformer}
+        d["generation"]["budget"] = dict(self.generation.budget)
         d.pop("path")
         return d
 
@@ -277,14 +290,7 @@ def profile_from_dict(raw: dict[str, Any], where: str) -> TargetProfile:
         if "transformer" in t:
             raise ConfigError(f"{where}: quantization.transformer.transformer: tables do not nest further")
         q["transformer"] = tuple(sorted(t.items()))
-    b = _typed(dict(raw.get("budget", {})), _BUDGET, where, "budget.")
-    for key, value in b.items():
-        if value < 0:
-            raise ConfigError(f"{where}: budget.{key} = {value!r} must be >= 0")
-        if key in _FLOORS_0_1 and value > 1:
-            raise ConfigError(f"{where}: budget.{key} = {value!r} must be between 0 and 1 (a fraction)")
-    if b.get("context_length", 1) < 1:
-        raise ConfigError(f"{where}: budget.context_length = {b['context_length']!r} must be >= 1")
+    b = _budget(dict(raw.get("budget", {})), where, "budget.")
     g = _generation(dict(raw.get("generation", {})), where, raw)
     fields = {k: v for k, v in raw.items() if k not in ("quantization", "budget", "generation")}
     fields["isa"] = tuple(raw["isa"])
@@ -292,8 +298,22 @@ def profile_from_dict(raw: dict[str, Any], where: str) -> TargetProfile:
                          generation=Generation(**g), path=where)
 
 
+def _budget(b: dict, where: str, prefix: str) -> dict:
+    _typed(b, _BUDGET, where, prefix)
+    for key, value in b.items():
+        if value < 0:
+            raise ConfigError(f"{where}: {prefix}{key} = {value!r} must be >= 0")
+        if key in _FLOORS_0_1 and value > 1:
+            raise ConfigError(f"{where}: {prefix}{key} = {value!r} must be between 0 and 1 (a fraction)")
+    if b.get("context_length", 1) < 1:
+        raise ConfigError(f"{where}: {prefix}context_length = {b['context_length']!r} must be >= 1")
+    return b
+
+
 def _generation(g: dict, where: str, raw: dict) -> dict:
     _typed(g, _GENERATION, where, "generation.")
+    if "budget" in g:
+        g["budget"] = tuple(sorted(_budget(dict(g["budget"]), where, "generation.budget.").items()))
     for key, allowed in (("weights", WEIGHT_BITS), ("embeddings", WEIGHT_BITS), ("lm_head", WEIGHT_BITS),
                          ("method", INT4_METHODS)):
         if key in g:
@@ -310,9 +330,6 @@ def _generation(g: dict, where: str, raw: dict) -> dict:
     if "runtime" in g:
         _one_of(g["runtime"], ("onnxruntime", "openvino"), "generation.runtime", where)
     runtime = g.get("runtime", raw["runtime"])
-    if method == "awq" and runtime != "openvino":
-        raise ConfigError(f"{where}: generation.method = 'awq' is NNCF's (runtime 'openvino'); for "
-                          f"runtime {runtime!r} use 'rtn' or 'hqq'")
     if method == "hqq" and runtime != "onnxruntime":
         raise ConfigError(f"{where}: generation.method = 'hqq' is ONNX Runtime's; for runtime {runtime!r} "
                           "use 'rtn'" + (" or 'awq'" if runtime == "openvino" else ""))

@@ -10,6 +10,7 @@ promises (docs/FORMATS.md, "threads"):
                                       that happens to be installed (Azure, CUDA) would measure a
                                       different artifact path. get_providers() is reported as used.
 Graph optimizations stay at ORT's default (ORT_ENABLE_ALL), as an application would run them.
+runtime_settings.cpu_mem_arena = false (text-generation bundles) turns ORT's CPU arena off.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ class OnnxRuntimeAdapter(Adapter):
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         # 3 = errors only: ORT's optimizer warnings would otherwise land in the trial's output.
         so.log_severity_level = 3
+        if (self.manifest.get("runtime_settings") or {}).get("cpu_mem_arena") is False:
+            # Language models feed a KV cache that grows every step: ORT's arena keeps a block of every
+            # size it has handed out, so memory grows with the square of the context (measured on
+            # SmolLM2-135M: 1326 MiB peak at 2048 tokens with the arena, see README "Text generation").
+            so.enable_cpu_mem_arena = False
         if _PROVIDER not in ort.get_available_providers():
             raise self.load_failed(RuntimeError(f"this onnxruntime build has no {_PROVIDER}"))
         try:
@@ -105,7 +111,8 @@ class OnnxRuntimeAdapter(Adapter):
             config = {"intra_op_num_threads": so.intra_op_num_threads,
                       "inter_op_num_threads": so.inter_op_num_threads,
                       "execution_mode": str(so.execution_mode).rsplit(".", 1)[-1],
-                      "graph_optimization_level": str(so.graph_optimization_level).rsplit(".", 1)[-1]}
+                      "graph_optimization_level": str(so.graph_optimization_level).rsplit(".", 1)[-1],
+                      "cpu_mem_arena": bool(so.enable_cpu_mem_arena)}
         return {"name": self.name, "version": getattr(ort, "__version__", None),
                 "providers": providers, "device": ort.get_device(), "config": config,
                 "actual_device": "CPU" if providers and providers[0] == _PROVIDER else

@@ -92,8 +92,48 @@ def _head_and_embeddings(model, vocab: int) -> tuple[list[str], list[str]]:
     return head, emb
 
 
-def quantize_onnx(fp32: Path, gen, table: str, head_bits: str, vocab: int, out: Path) -> tuple[Path, dict]:
-    """Weight-only int4/int8 with ONNX Runtime's MatMulNBitsQuantizer; returns (path, details)."""
+def _nncf_mode(gen):
+    import nncf
+    M = nncf.CompressWeightsMode
+    if gen.weights == "int4":
+        return {"mode": M.INT4_SYM if gen.symmetric else M.INT4_ASYM, "group_size": gen.block_size, "ratio": gen.ratio}
+    return {"mode": M.INT8_SYM if gen.symmetric else M.INT8_ASYM}
+
+
+def _nncf_compress(model, gen, table: str, calib: list[dict] | None, where: Path, ignored=None):
+    """NNCF compress_weights on an ov.Model or an onnx.ModelProto: int4 in groups, embeddings and the
+    LM head at NNCF's backup precision (int8) unless told otherwise; awq = AWQ + scale estimation on
+    the calibration windows (data-aware)."""
+    import nncf
+    kw = _nncf_mode(gen)
+    if ignored is not None:
+        kw["ignored_scope"] = ignored
+    if table == "fp32":
+        kw["backup_mode"] = nncf.BackupMode.NONE
+    elif table == "int4" and gen.weights == "int4":
+        kw["all_layers"] = True
+    if gen.method == "awq" and gen.weights == "int4":
+        if not calib:
+            raise BackendError("generation.method = 'awq' needs calibration text")
+        kw.update(dataset=nncf.Dataset(calib), awq=True, scale_estimation=True, subset_size=len(calib))
+    try:
+        return nncf.compress_weights(model, **kw)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise BackendError(f"{where}: NNCF weight compression failed ({type(exc).__name__}: {first})") from exc
+
+
+def quantize_onnx(fp32: Path, gen, table: str, head_bits: str, vocab: int, out: Path,
+                  calib: list[dict] | None = None) -> tuple[Path, dict]:
+    """Weight-only int4/int8 for ONNX Runtime; returns (path, details).
+
+    Body MatMuls: rtn/hqq through ONNX Runtime's own MatMulNBitsQuantizer; awq through NNCF's ONNX
+    backend (AWQ + scale estimation on calibration text), which writes the same MatMulNBits nodes:
+    ONNX Runtime's own data-aware int4 (GPTQ) runs through Intel Neural Compressor, whose ONNX path is
+    deprecated (FIELD_NOTES trap 8). The embedding table always goes through ONNX Runtime's quantizer
+    and the LM head always go through ONNX Runtime's quantizer (GatherBlockQuantized, MatMulNBits):
+    NNCF leaves them as a DequantizeLinear of the whole matrix, run at every step (measured: decode
+    18.8 vs 73.8 tokens/s on SmolLM2-135M, one thread)."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import (DefaultWeightOnlyQuantConfig,
                                                                  HQQWeightOnlyQuantConfig, MatMulNBitsQuantizer)
@@ -101,36 +141,83 @@ def quantize_onnx(fp32: Path, gen, table: str, head_bits: str, vocab: int, out: 
     model = onnx.load(str(fp32))
     _untie_head(model)
     head, emb = _head_and_embeddings(model, vocab)
-    with quiet(*LOGGERS):
-        if gen.weights != "fp32":
-            if gen.method == "hqq":
-                algo = HQQWeightOnlyQuantConfig(block_size=gen.block_size, bits=bits[gen.weights])
-            else:
-                algo = DefaultWeightOnlyQuantConfig(block_size=gen.block_size, is_symmetric=gen.symmetric,
-                                                    accuracy_level=gen.accuracy_level, bits=bits[gen.weights],
-                                                    op_types_to_quantize=("MatMul",))
-            q = MatMulNBitsQuantizer(model, algo_config=algo, nodes_to_exclude=head)
-            q.process()
-            model = q.model.model
-        for nodes, op, precision in ((head, "MatMul", head_bits), (emb, "Gather", table)):
-            if precision == "fp32" or not nodes:
-                continue
+    details: dict = {"method": gen.method if gen.weights != "fp32" else None, "weights": gen.weights,
+                     "embeddings": table, "lm_head": head_bits, "block_size": gen.block_size,
+                     "symmetric": gen.symmetric if gen.method != "hqq" else False,
+                     "accuracy_level": gen.accuracy_level, "data_aware": False}
+
+    def ort(model, nodes, op, precision, exclude=False):
+        if gen.method == "hqq" and op == "MatMul" and exclude:
+            algo = HQQWeightOnlyQuantConfig(block_size=gen.block_size, bits=bits[precision])
+        else:
             algo = DefaultWeightOnlyQuantConfig(block_size=gen.block_size, is_symmetric=gen.symmetric,
                                                 accuracy_level=gen.accuracy_level, bits=bits[precision],
                                                 op_types_to_quantize=(op,))
-            q = MatMulNBitsQuantizer(model, algo_config=algo, nodes_to_include=nodes)
-            q.process()
-            model = q.model.model
+        q = (MatMulNBitsQuantizer(model, algo_config=algo, nodes_to_exclude=nodes) if exclude else
+             MatMulNBitsQuantizer(model, algo_config=algo, nodes_to_include=nodes))
+        q.process()
+        return q.model.model
+
+    with quiet(*LOGGERS):
+        if gen.weights != "fp32" and gen.method == "awq":
+            import nncf
+            model = _nncf_compress(model, gen, "fp32", calib, fp32,
+                                   ignored=nncf.IgnoredScope(names=head + emb, validate=False))
+            _pack_zero_points(model)
+            details.update(data_aware=True, calibration_windows=len(calib or []), ratio=gen.ratio,
+                           quantizer=f"nncf {nncf.__version__} compress_weights (ONNX backend: MatMulNBits, body) + "
+                                     "onnxruntime MatMulNBitsQuantizer (LM head, embedding table)")
+        else:
+            if gen.weights != "fp32":
+                model = ort(model, head, "MatMul", gen.weights, exclude=True)
+            details["quantizer"] = "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer"
+        if head_bits != "fp32" and head:
+            model = ort(model, head, "MatMul", head_bits)
+        if table != "fp32" and emb:
+            model = ort(model, emb, "Gather", table)
+        _set_accuracy_level(model, gen.accuracy_level)  # NNCF writes 0; ORT's HQQ config takes none
     path = out / "model.onnx"
     onnx.save(model, str(path))
     ops = [n.op_type for n in model.graph.node]
-    details = {"method": gen.method if gen.weights != "fp32" else None, "weights": gen.weights,
-               "embeddings": table, "lm_head": head_bits, "block_size": gen.block_size,
-               "symmetric": gen.symmetric if gen.method != "hqq" else False, "accuracy_level": gen.accuracy_level,
-               "quantizer": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer",
-               "matmul_nbits": ops.count("MatMulNBits"), "gather_block_quantized": ops.count("GatherBlockQuantized"),
-               "float_matmul": ops.count("MatMul")}
+    details.update(matmul_nbits=ops.count("MatMulNBits"), gather_block_quantized=ops.count("GatherBlockQuantized"),
+                   float_matmul=ops.count("MatMul"))
     return path, details
+
+
+def _pack_zero_points(model) -> int:
+    """NNCF 3.4's ONNX backend writes 4-bit MatMulNBits zero points one per byte ([N, blocks]);
+    ONNX Runtime reads them packed two per byte, low nibble first ([N, ceil(blocks / 2)]) and refuses
+    the model otherwise ("zero_points initializer shape ... does not match"). Returns nodes fixed."""
+    from onnx import helper, numpy_helper
+    inits = {t.name: t for t in model.graph.initializer}
+    fixed = 0
+    for n in model.graph.node:
+        if n.op_type != "MatMulNBits" or len(n.input) < 4 or n.input[3] not in inits:
+            continue
+        a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+        if a.get("bits", 4) != 4:
+            continue
+        blocks = -(-a["K"] // a["block_size"])
+        t = inits[n.input[3]]
+        zp = numpy_helper.to_array(t)
+        if zp.dtype != np.uint8 or zp.reshape(-1).size != a["N"] * blocks:
+            continue
+        zp = zp.reshape(a["N"], blocks)
+        if blocks % 2:
+            zp = np.concatenate([zp, np.full((a["N"], 1), 8, np.uint8)], axis=1)
+        packed = (zp[:, 0::2] & 0x0F) | ((zp[:, 1::2] & 0x0F) << 4)
+        t.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(packed.astype(np.uint8)), t.name))
+        fixed += 1
+    return fixed
+
+
+def _set_accuracy_level(model, level: int) -> None:
+    from onnx import helper
+    for n in model.graph.node:
+        if n.op_type == "MatMulNBits":
+            kept = [a for a in n.attribute if a.name != "accuracy_level"]
+            del n.attribute[:]
+            n.attribute.extend(kept + [helper.make_attribute("accuracy_level", level)])
 
 
 def calibration_items(windows: np.ndarray, pairs, dims: dict) -> list[dict]:
@@ -153,28 +240,14 @@ def export_openvino(fp32: Path, gen, table: str, pairs, calib: list[dict] | None
     from openvino._offline_transformations import apply_make_stateful_transformation
     with quiet(*LOGGERS):
         model = ov.convert_model(str(fp32))
+        # Batch 1 everywhere: the state made from a past input starts as zeros of its shape, and a
+        # dynamic batch starts it at batch 0 (optimum-intel adds a beam_idx input for this instead).
+        model.reshape({i.get_any_name(): ov.PartialShape([1] + list(i.get_partial_shape())[1:])
+                       for i in model.inputs})
         details: dict = {"weights": gen.weights, "embeddings": table, "lm_head": table, "method": None,
                          "compressor": f"nncf {nncf.__version__} compress_weights"}
         if gen.weights != "fp32":
-            M = nncf.CompressWeightsMode
-            if gen.weights == "int4":
-                kw = {"mode": M.INT4_SYM if gen.symmetric else M.INT4_ASYM, "group_size": gen.block_size,
-                      "ratio": gen.ratio}
-            else:
-                kw = {"mode": M.INT8_SYM if gen.symmetric else M.INT8_ASYM}
-            if table == "fp32":
-                kw["backup_mode"] = nncf.BackupMode.NONE
-            elif table == "int4" and gen.weights == "int4":
-                kw["all_layers"] = True
-            if gen.method == "awq" and gen.weights == "int4":
-                if not calib:
-                    raise BackendError("generation.method = 'awq' needs calibration text")
-                kw.update(dataset=nncf.Dataset(calib), awq=True, scale_estimation=True, subset_size=len(calib))
-            try:
-                model = nncf.compress_weights(model, **kw)
-            except Exception as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-                raise BackendError(f"{fp32}: NNCF weight compression failed ({type(exc).__name__}: {first})") from exc
+            model = _nncf_compress(model, gen, table, calib, fp32)
             details.update(method=gen.method if gen.weights == "int4" else "rtn", block_size=gen.block_size,
                            symmetric=gen.symmetric, ratio=gen.ratio,
                            data_aware=gen.method == "awq", calibration_windows=len(calib or []))

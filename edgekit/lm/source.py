@@ -131,6 +131,12 @@ def load_lm(spec: str | os.PathLike, work: Path) -> LMSource:
     else:
         _check_hf_dir(p)
         licence, kind, load_from, kw = _card_license(p), "hf-causal-lm", p, {}
+    import logging
+    # Import-time chatter of optional pieces transformers pulls in (torchao's missing CUDA kernels,
+    # torch's pytree deprecations): not the user's problem, not on their terminal.
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF reader draws its own tqdm bar on stderr
     try:
         import transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer
