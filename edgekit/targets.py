@@ -170,10 +170,10 @@ class TargetProfile:
     path: str | None = None
 
     def for_generation(self) -> "TargetProfile":
-        """This profile as a generative bundle sees it: [generation.budget] over [budget]."""
-        if not self.generation.budget:
-            return self
-        return dataclasses.replace(self, budget=dataclasses.replace(self.budget, **dict(self.generation.budget)))
+        """This profile as a generative bundle sees it: [generation.budget] over [budget], without the
+        budgets a generator is not judged on (one call's latency, top-1 drops; tasks/text_generation.py)."""
+        off = {"latency_p95_ms": None, "max_accuracy_drop": None, "max_class_accuracy_drop": None}
+        return dataclasses.replace(self, budget=dataclasses.replace(self.budget, **off, **dict(self.generation.budget)))
 
     @property
     def generation_weights(self) -> tuple[str, str]:

@@ -366,6 +366,53 @@ svg.plot{max-width:100%%;height:auto;display:block;margin:6px 0}
 """ % FONT
 
 
+def generation_plot(result: "GateResult") -> str:
+    """Generative bundles: decode tokens/s (x, median) against the relative perplexity increase (y),
+    one point per report, one plot per target, with the min_decode_tokens_per_s and
+    max_perplexity_increase budgets: the lower right is where a bundle ships."""
+    groups: dict[str, list[tuple[str, float, float, dict]]] = {}
+    for r in result.reports:
+        g = r.get("generation") or {}
+        rate, q = (g.get("decode_tokens_per_s") or {}).get("p50"), g.get("quality") or {}
+        if rate is None or q.get("perplexity_increase") is None:
+            continue
+        target = r.get("target") or {}
+        groups.setdefault(target.get("name") or "?", []).append(
+            (r["bundle"]["name"], float(rate), 100.0 * float(q["perplexity_increase"]), target.get("budget") or {}))
+    plots = []
+    width, height, left, right, top, bottom = 660, 320, 80, 200, 30, 56
+    for target, pts in sorted(groups.items()):
+        budget = pts[0][3]
+        min_rate, max_ppl = budget.get("min_decode_tokens_per_s"), budget.get("max_perplexity_increase")
+        max_ppl = None if max_ppl is None else 100.0 * max_ppl
+        sx = Scale(0.0, axis_max([p[1] for p in pts], [min_rate]) * 1.1, left, width - right)
+        sy = Scale(min(0.0, min(p[2] for p in pts)), axis_max([p[2] for p in pts], [max_ppl]) * 1.15 or 1.0,
+                   height - bottom, top)
+        body = [f'<text class="plot-title" x="8" y="14" font-weight="600" fill="#24292f">target {esc(target)}</text>']
+        body += _x_axis(sx, height - bottom, top, "decode tokens/s (median)")
+        body += _y_axis(sy, left, width - right, "perplexity increase (%)")
+        if min_rate is not None:
+            x, _ = _ref_x(sx, min_rate)
+            body.append(f'<line class="budget" x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{height - bottom}" '
+                        f'stroke="{COLORS["fail"]}" stroke-width="2" stroke-dasharray="6,4">'
+                        f'<title>min_decode_tokens_per_s {min_rate:g}</title></line>')
+        if max_ppl is not None:
+            y = sy(max_ppl)
+            body.append(f'<line class="budget" x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" '
+                        f'stroke="{COLORS["fail"]}" stroke-width="2" stroke-dasharray="6,4">'
+                        f'<title>max_perplexity_increase {max_ppl:g}%</title></line>')
+        for k, (name, rate, ppl, _) in enumerate(pts):
+            color = PALETTE[k % len(PALETTE)]
+            body.append(f'<g class="point"><circle cx="{sx(rate):.1f}" cy="{sy(ppl):.1f}" r="6" fill="{color}" '
+                        f'fill-opacity="0.7" stroke="{color}"/><title>{esc(name)}: {rate:.4g} tokens/s, perplexity '
+                        f'{ppl:+.2f}%</title></g>'
+                        f'<text x="{width - right + 12}" y="{top + 16 + 18 * k}" fill="{color}">&#9679; {esc(name)}</text>')
+        body.append(f'<text x="{left}" y="{height - 4}" fill="#57606a" font-size="11">dashed red: budgets '
+                    '(ship: right of the vertical, below the horizontal)</text>')
+        plots.append(_svg(width, height, "generation", f"Decode speed vs perplexity, target {target}", body))
+    return "".join(plots)
+
+
 def _status(status: str) -> str:
     return f'<span class="st st-{esc(status)}" style="background:{COLORS.get(status, "#57606a")}">{esc(status.upper())}</span>'
 
@@ -415,6 +462,10 @@ def to_html(result: "GateResult", title: str = "edgekit gate") -> str:
     cos = cosine_plot(result)
     if cos:
         parts.append(f'<section id="cosine"><h2>Embeddings: cosine to the source</h2>{cos}</section>')
+    gen = generation_plot(result)
+    if gen:
+        parts.append(f'<section id="generation"><h2>Generation: decode speed vs perplexity</h2>'
+                     f'<div class="plots">{gen}</div></section>')
 
     parts.append('<section id="checks"><h2>Checks</h2>')
     for i, r in enumerate(result.reports):

@@ -89,6 +89,7 @@ def test_harness_measures_generation_and_the_gate_reads_it(ort_bundle):
     budgets = {c.budget: c.status for c in res.checks}
     assert budgets["context_length"] == "pass" and budgets["peak_memory_mb"] == "pass"
     assert "latency_p95_ms" not in budgets and res.verdict == "pass"
+    assert rep["target"]["budget"]["latency_p95_ms"] is None  # not a generator's budget
 
 
 def test_gate_judges_generative_budgets(ort_bundle, tmp_path):
