@@ -58,8 +58,8 @@ def copy_bandwidth_gbs(mb: int = 512) -> float:
     return best
 
 
-def bundles(work: Path) -> dict[str, Path]:
-    out = work / "bundles"
+def bundles(work: Path, given: str | None) -> dict[str, Path]:
+    out = Path(given) if given else work / "bundles"
     if not all((out / t / "manifest.json").is_file() for t in TARGETS):
         from edgekit.convert import convert
         convert(str(gguf_path()), list(TARGETS), str(TEXT / "debian_sections_calib.jsonl"),
@@ -78,6 +78,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--llama-python", default=os.environ.get("LLAMA_PY", "/work/llama-venv/bin/python"))
     ap.add_argument("--work", default=str(HERE / "work" / "generation"))
+    ap.add_argument("--bundles", help="a folder holding the x86-avx2 and intel-cpu-openvino bundles of SmolLM2 "
+                    "(default: convert them into WORK/bundles)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--runs", type=int, default=5)
@@ -86,7 +88,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     bw = copy_bandwidth_gbs()
     rows = []
-    found = bundles(work)
+    found = bundles(work, a.bundles)
     source_ppl = None
     for target, b in found.items():
         rep = harness(b, work / f"{target}.json", a.threads, a.trials, a.runs)

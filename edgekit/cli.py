@@ -92,6 +92,17 @@ def cmd_bench(args) -> int:
     if q:  # feature extraction: the embedding geometry first; accuracy is then k-NN top-1
         acc = (f"cosine {q['mean_cosine']:.4f} (p5 {q['p5_cosine']:.4f}), recall@10 {q['recall_at_10']:.4f}, "
                f"k-NN top-1 {acc}")
+    g = report.get("generation")
+    if g:  # text generation: time to first token and tokens/s, not one call's latency
+        gq = g.get("quality") or {}
+        quality = (f"perplexity {gq['perplexity']:.3f} (source {gq['source_perplexity']:.3f}, "
+                   f"{100 * gq['perplexity_increase']:+.2f}%), agreement {gq['token_agreement']:.4f}" if gq else "quality n/a")
+        print(f"{row['bundle']}: TTFT p50 {g['ttft_ms']['p50']:.1f} ms (p95 {g['ttft_ms']['p95']:.1f}) at "
+              f"{g['prompt_tokens']} tokens, decode {g['decode_tokens_per_s']['p50']:.1f} tokens/s "
+              f"(p5 {g['decode_tokens_per_s']['p5']:.1f}), peak {row['peak_mb']:.1f} MB at "
+              f"{g['full_context']['tokens']} tokens, size {row['size_mb']:.3f} MB, {quality}, self-check "
+              f"{'pass' if report['self_check']['passed'] else 'FAIL'} -> {out}")
+        return 0
     print(f"{row['bundle']}: p50 {row['p50_ms']:.3f} ms, p95 {row['p95_ms']:.3f} ms, peak {row['peak_mb']:.1f} MB, "
           f"size {row['size_mb']:.3f} MB, accuracy {acc}, self-check "
           f"{'pass' if report['self_check']['passed'] else 'FAIL'} -> {out}")
