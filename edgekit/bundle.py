@@ -50,6 +50,18 @@ def copy_harness(dest: Path) -> list[Path]:
     return [dest / f.name for f in files]
 
 
+SERVER_DIR = Path(__file__).resolve().parent / "server"
+
+
+def copy_server(dest: Path) -> list[Path]:
+    """The model server (server/run.py + _ek_app.py) beside the harness, for `python3 server/run.py`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    files = sorted(SERVER_DIR.glob("*.py"))
+    for f in files:
+        shutil.copyfile(f, dest / f.name)
+    return [dest / f.name for f in files]
+
+
 def check_tree(bundle: str | Path) -> None:
     """Refuse a bundle holding a symbolic link, FIFO, socket or device file (one line naming each)."""
     try:

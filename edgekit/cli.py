@@ -123,6 +123,24 @@ def cmd_gate(args) -> int:
     return result.exit_code
 
 
+def cmd_serve(args) -> int:
+    """The bundle's model server (edgekit/server/run.py, the copy every bundle carries as server/)."""
+    from .bundle import SERVER_DIR
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("_edgekit_server_run", SERVER_DIR / "run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    argv = ["--bundle", args.bundle, "--host", args.host, "--port", str(args.port),
+            "--max-batch-size", str(args.max_batch_size), "--max-queue-delay-ms", str(args.max_queue_delay_ms),
+            "--max-queue", str(args.max_queue), "--max-request-bytes", str(args.max_request_bytes),
+            "--timeout-s", str(args.timeout_s)]
+    if args.pubkey:
+        argv += ["--pubkey", args.pubkey]
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
+    return mod.main(argv)
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
     return run_demo(Path(args.out), quick=not args.full)
@@ -187,6 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--markdown", metavar="FILE", help="write a Markdown summary (PR comment / CI step summary)")
     s.add_argument("--junit", metavar="FILE", help="write JUnit XML (one testcase per budget)")
     s.set_defaults(func=cmd_gate)
+
+    s = sub.add_parser("serve", help="serve a bundle over HTTP: Open Inference Protocol v2, OpenAI completions, /metrics")
+    s.add_argument("bundle")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--pubkey", metavar="KEY", help="refuse to start unless manifest.sig verifies with this key")
+    s.add_argument("--max-batch-size", type=int, default=8, help="requests per model call (dynamic batching)")
+    s.add_argument("--max-queue-delay-ms", type=float, default=2.0, help="longest wait for a batch to fill")
+    s.add_argument("--max-queue", type=int, default=64, help="requests waiting; beyond: 429 + Retry-After")
+    s.add_argument("--max-request-bytes", type=int, default=1 << 20, help="larger bodies: 413")
+    s.add_argument("--timeout-s", type=float, default=30.0, help="per-request deadline (504), and the SIGTERM drain")
+    s.add_argument("--threads", type=int, help="override the profile's threads")
+    s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("demo", help="train a digits CNN, convert for both x86 targets (fp32, int8), bench and gate")
     s.add_argument("--out", default="build/demo")

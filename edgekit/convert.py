@@ -19,7 +19,7 @@ import numpy as np
 from .accuracy import control
 from .backends import get_backend
 from .budget import Estimate, check_estimate, check_size, estimate
-from .bundle import BundleWriter, copy_harness, save_npz, write_manifest
+from .bundle import BundleWriter, copy_harness, copy_server, save_npz, write_manifest
 from .data import Dataset, check_consistent, load_data
 from .errors import BackendError, DataError, EdgekitError
 from .host import describe as describe_host, host_matches
@@ -187,6 +187,8 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
                                           **({} if labels is None else {"labels": labels.astype(np.int64)}),
                                           f"reference.{names[0]}": prep.source_logits})
         copy_harness(tmp / "harness")
+        copy_server(tmp / "server")
+        tokenizer_section = _copy_tokenizer(prep, tmp)
         # Drift reference (docs/TRUST.md): inputs of calibration + validation, the artifact's outputs
         # on validation. A hashed file of its own keeps manifest.json readable.
         from .trust.drift import reference_stats
@@ -235,11 +237,28 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
                           "min_top1_agreement": top1},
             "validation": {"file": "validation.npz", "n": len(prep.validation), "metric": task.metric,
                            "labelled": labels is not None},
+            **({"tokenizer": tokenizer_section} if tokenizer_section else {}),
             **(extra_manifest or {}),
         }
         write_manifest(tmp, manifest)
     return BundleResult(name, out / name, target.name, art.precision, size / 2**20, acc,
                         prep.source_accuracy, [p.to_dict() for p in parity], outcome.result, task.metric)
+
+
+def _copy_tokenizer(prep: Prepared, tmp: Path) -> dict | None:
+    """Text models from a Hugging Face directory: its tokenizer.json goes into the bundle, so the model
+    server (server/) can take text (BYTES) and tokenize it as the dev machine did (padding to the
+    calibration data's length, truncation)."""
+    hf = prep.handle.hf_dir
+    ids = prep.calibration.inputs.get("input_ids")
+    if hf is None or ids is None or not (Path(hf) / "tokenizer.json").is_file():
+        return None
+    shutil.copyfile(Path(hf) / "tokenizer.json", tmp / "tokenizer.json")
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(str(tmp / "tokenizer.json"))
+    pad = next((t for t in ("[PAD]", "<pad>", "<|pad|>") if tok.token_to_id(t) is not None), None)
+    return {"file": "tokenizer.json", "max_length": int(ids.shape[1]),
+            "pad_token": pad or "[PAD]", "pad_id": int(tok.token_to_id(pad)) if pad else 0}
 
 
 def compress(handle: ModelHandle, recipe: str, train: str | None, validation: str, seq: int,

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..backends import get_backend
-from ..bundle import BundleWriter, copy_harness, save_npz, write_manifest
+from ..bundle import BundleWriter, copy_harness, copy_server, save_npz, write_manifest
 from ..errors import BackendError, BudgetError, ConfigError, EdgekitError
 from ..host import describe as describe_host
 from ..progress import steps
@@ -321,6 +321,7 @@ def _one(t: TargetProfile, src, dims, fp32: Path, pairs, ref: dict, cwin: np.nda
             _check_budgets(t, size, quality, ctx, src)
         (tmp / "prompts.json").write_text(json.dumps(prompts, indent=1) + "\n", encoding="utf-8")
         copy_harness(tmp / "harness")
+        copy_server(tmp / "server")
         (tmp / "README.txt").write_text(
             f"edgekit text-generation bundle {name} for target {t.name} ({t.description})\n\n"
             f"Model: {model['file']} ({rt}, {precision} weights, context {ctx} tokens), tokenizer.json.\n\n"

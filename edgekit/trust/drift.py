@@ -40,11 +40,13 @@ import numpy as np
 from ..bundle import read_manifest
 from ..errors import BundleError, DataError
 
+# The per-sample features, binning and PSI live device-side (harness/_ek_drift.py): the model server
+# in every bundle exports live input drift with the very same code.
+from ..harness._ek_drift import MAX_ELEMENT_FEATURES, PSI_FLOOR, _bins, features_of, psi  # noqa: E402,F401
+
 SCHEMA = "edgekit.drift-reference/1"
 N_BINS = 10
 N_QUANTILES = 101
-MAX_ELEMENT_FEATURES = 64
-PSI_FLOOR = 1e-4
 DEFAULT_PSI = 0.2
 DEFAULT_KS_P = 0.01
 MIN_FIELD_SAMPLES = 20
@@ -56,35 +58,6 @@ def _r(x: float) -> float:
 
 
 # ---------------------------------------------------------------- features
-
-def _element_names(name: str, shape: tuple[int, ...]) -> list[str]:
-    return [f"{name}[{','.join(map(str, idx))}]" for idx in np.ndindex(*shape)] if shape else [name]
-
-
-def features_of(name: str, a: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-sample scalar features of one tensor with N samples on axis 0: name -> float64 (N,)."""
-    a = np.asarray(a)
-    n = a.shape[0]
-    flat = a.reshape(n, -1)
-    out: dict[str, np.ndarray] = {}
-    if a.dtype.kind in "iub":
-        out[f"{name}:nonzero"] = np.count_nonzero(flat, axis=1).astype(np.float64)
-        out[f"{name}:mean"] = flat.astype(np.float64).mean(axis=1)
-        return out
-    flat = flat.astype(np.float64)
-    if flat.shape[1] <= MAX_ELEMENT_FEATURES:
-        for j, fname in enumerate(_element_names(name, a.shape[1:])):
-            out[fname] = flat[:, j]
-    out[f"{name}:mean"] = flat.mean(axis=1)
-    out[f"{name}:std"] = flat.std(axis=1)
-    if flat.shape[1] > MAX_ELEMENT_FEATURES and a.ndim == 4:
-        axis = 1 if a.shape[1] <= 16 else (3 if a.shape[3] <= 4 else None)
-        if axis is not None:
-            per = np.moveaxis(a.astype(np.float64), axis, 1).reshape(n, a.shape[axis], -1).mean(axis=2)
-            for c in range(a.shape[axis]):
-                out[f"{name}:c{c}:mean"] = per[:, c]
-    return out
-
 
 def _is_classifier(a: np.ndarray) -> bool:
     return a.ndim == 2 and a.shape[1] >= 2 and a.dtype.kind == "f"
@@ -104,11 +77,6 @@ def output_features(name: str, a: np.ndarray) -> dict[str, np.ndarray]:
 
 
 # ---------------------------------------------------------------- reference
-
-def _bins(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Bin index per value: bin 0 = (-inf, e0], bin i = (e[i-1], e[i]], last = (e[-1], inf)."""
-    return np.searchsorted(edges, values, side="left")
-
 
 def _continuous_reference(v: np.ndarray) -> dict[str, Any]:
     q = np.array([_r(x) for x in np.quantile(v, np.linspace(0, 1, N_QUANTILES))])
@@ -170,12 +138,6 @@ def reference_stats(dataset: Any, outputs: Any = None, output_names: Iterable[st
 
 
 # ---------------------------------------------------------------- tests
-
-def psi(actual: np.ndarray, expected: np.ndarray) -> float:
-    a = np.maximum(np.asarray(actual, dtype=np.float64), PSI_FLOOR)
-    e = np.maximum(np.asarray(expected, dtype=np.float64), PSI_FLOOR)
-    return float(np.sum((a - e) * np.log(a / e)))
-
 
 def ks_against_quantiles(values: np.ndarray, quantiles: list[float], n_ref: int) -> tuple[float, float]:
     """(D, p): field sample vs the reference CDF reconstructed from its quantiles (right-continuous
