@@ -16,7 +16,6 @@ Needs numpy, the runtime and `tokenizers` only.
 
 from __future__ import annotations
 
-import gc
 import os
 import time
 from pathlib import Path
@@ -79,15 +78,8 @@ def trial_main(bundle: Path, manifest: dict, threads: int, runs: int, warmup: in
     ids = prompt_ids(bundle, manifest)
     new_tokens = int(gen.get("new_tokens") or 64)
     lm = open_lm(bundle, manifest, threads)
-    gc.collect()
-    baseline = probe.current_mib()
-    probe.reset_peak()
-    t0 = pc()
-    lm.import_runtime()
-    t1 = pc()
-    lm.load()
-    t2 = pc()
-    load_peak = probe.peak_mib()
+    from _ek_trial import cold_start
+    cold = cold_start(probe, lm)
     probe.reset_peak()
     first = lm.generate(ids, max_new_tokens=new_tokens, ignore_eos=True)
     for _ in range(warmup):
@@ -112,7 +104,7 @@ def trial_main(bundle: Path, manifest: dict, threads: int, runs: int, warmup: in
     full_peak = probe.peak_mib()
     split = probe.split_mib()
     lm.close()
-    return {"pid": os.getpid(), "import_ms": round((t1 - t0) / 1e6, 4), "load_ms": round((t2 - t1) / 1e6, 4),
+    return {"pid": os.getpid(), "import_ms": cold["import_ms"], "load_ms": cold["load_ms"],
             "first_inference_ms": first["ttft_ms"], "warmup_runs": warmup, "runs": runs,
             "timed_seconds": round((sum(ttft) + sum(decode)) / 1e3, 3), "capped": False, "pinned_cpus": pinned,
             "ttft_ms": ttft, "decode_ms": decode, "decode_tokens_per_s": rates, "prompt_tokens": len(ids),
@@ -120,7 +112,7 @@ def trial_main(bundle: Path, manifest: dict, threads: int, runs: int, warmup: in
             "full_context": {"tokens": ctx, "seconds": round((t4 - t3) / 1e9, 3), "peak_rss_mb": full_peak},
             # samples_ns: the decode steps, so the shared latency statistics describe per-token latency
             "samples_ns": [int(d * 1e6) for d in decode],
-            "memory": {"method": probe.method, "baseline_rss_mb": baseline, "load_peak_rss_mb": load_peak,
+            "memory": {"method": probe.method, "baseline_rss_mb": cold["baseline"], "load_peak_rss_mb": cold["load_peak"],
                        "inference_peak_rss_mb": max(v for v in (prompt_peak, full_peak) if v is not None)
                        if (prompt_peak or full_peak) else None, **split}}
 

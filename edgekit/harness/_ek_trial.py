@@ -59,6 +59,22 @@ def pin_threads(threads: int) -> list[int] | None:
     return chosen
 
 
+def cold_start(probe: MemoryProbe, model) -> dict:
+    """Baseline RSS (interpreter + numpy + harness + inputs: everything but the model), then the
+    runtime's import and the model's load, each timed, and the peak RSS of the load. `model` follows
+    the adapter protocol's import_runtime() / load() (an Adapter, or _ek_generate.LanguageModel)."""
+    pc = time.perf_counter_ns
+    gc.collect()
+    baseline = probe.current_mib()
+    probe.reset_peak()
+    t0 = pc()
+    model.import_runtime()
+    t1 = pc()
+    model.load()
+    t2 = pc()
+    return {"baseline": baseline, "import_ms": _ms(t1 - t0), "load_ms": _ms(t2 - t1), "load_peak": probe.peak_mib()}
+
+
 def trial_main(bundle: Path, manifest: dict, threads: int, runs: int, warmup: int,
                min_seconds: float, warmup_seconds: float) -> dict:
     """Measure one cold start and one steady-state series in this (fresh) process."""
@@ -69,18 +85,8 @@ def trial_main(bundle: Path, manifest: dict, threads: int, runs: int, warmup: in
     sc_path = bundle / sc_file
     feeds = batch(input_arrays(load_npz(sc_path), manifest, sc_path), 0)
     adapter = open_adapter(bundle, manifest, threads)  # harness code only; the runtime comes next
-
-    # Baseline: interpreter + numpy + harness + input tensor, i.e. everything but the model.
-    gc.collect()
-    baseline = probe.current_mib()
-    probe.reset_peak()
-
-    t0 = pc()
-    adapter.import_runtime()
-    t1 = pc()
-    adapter.load()
-    t2 = pc()
-    load_peak = probe.peak_mib()
+    cold = cold_start(probe, adapter)
+    baseline, load_peak = cold["baseline"], cold["load_peak"]
     fn = adapter.runner(feeds)
 
     probe.reset_peak()
@@ -133,8 +139,8 @@ def trial_main(bundle: Path, manifest: dict, threads: int, runs: int, warmup: in
     adapter.close()
     return {
         "pid": os.getpid(),
-        "import_ms": _ms(t1 - t0),
-        "load_ms": _ms(t2 - t1),
+        "import_ms": cold["import_ms"],
+        "load_ms": cold["load_ms"],
         "first_inference_ms": _ms(t4 - t3),
         "warmup_runs": warmup_done,
         "runs": i,

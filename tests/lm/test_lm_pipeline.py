@@ -48,6 +48,16 @@ def _harness_module(bundle: Path, name: str):
     return importlib.import_module(name)
 
 
+def _open_lm(bundle: Path):
+    """The bundle's generation module and its LanguageModel, loaded as the device loads it."""
+    G = _harness_module(bundle, "_ek_generate")
+    manifest, _ = _harness_module(bundle, "_ek_bundle").load_manifest(bundle)
+    lm = G.LanguageModel(bundle, manifest, 1)
+    lm.import_runtime()
+    lm.load()
+    return G, lm
+
+
 def test_ort_bundle_is_int4_with_kv_cache_and_tokenizer(ort_bundle):
     m = json.loads((ort_bundle / "manifest.json").read_text())
     assert m["model"]["task"] == "text-generation" and m["model"]["runtime"] == "onnxruntime"
@@ -123,12 +133,7 @@ def test_gate_judges_generative_budgets(ort_bundle, tmp_path):
 
 
 def test_generation_api(ort_bundle):
-    G = _harness_module(ort_bundle, "_ek_generate")
-    B = _harness_module(ort_bundle, "_ek_bundle")
-    manifest, _ = B.load_manifest(ort_bundle)
-    lm = G.LanguageModel(ort_bundle, manifest, 1)
-    lm.import_runtime()
-    lm.load()
+    G, lm = _open_lm(ort_bundle)
     greedy = lm.generate("Utility for indexing", max_new_tokens=6, ignore_eos=True)
     assert len(greedy["token_ids"]) == 6 and greedy["finish_reason"] == "length" and len(greedy["decode_ms"]) == 5
     assert lm.generate("Utility for indexing", max_new_tokens=6, ignore_eos=True)["token_ids"] == greedy["token_ids"]
@@ -152,12 +157,7 @@ def test_generation_api(ort_bundle):
 
 
 def test_self_check_catches_a_tokenizer_that_differs(ort_bundle):
-    G = _harness_module(ort_bundle, "_ek_generate")
-    B = _harness_module(ort_bundle, "_ek_bundle")
-    manifest, _ = B.load_manifest(ort_bundle)
-    lm = G.LanguageModel(ort_bundle, manifest, 1)
-    lm.import_runtime()
-    lm.load()
+    G, lm = _open_lm(ort_bundle)
     prompts = json.loads((ort_bundle / "prompts.json").read_text())
     assert G.greedy_check(lm, prompts, 4)["passed"]
     prompts[0]["ids"] = prompts[0]["ids"][:-1] + [prompts[0]["ids"][-1] + 1]

@@ -4,8 +4,6 @@ OpenAI completions (plain and SSE) on a tiny generative bundle, /metrics, and ev
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import socket
 import subprocess
