@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 # torch pulled in by another package) downloads a multi-GB CUDA build. Installed first.
 TORCH   := torch==2.13.0
 
-.PHONY: install demo test test-fast test-deps bench bench-x86 clean ssh-server chromium arm-root
+.PHONY: install demo test test-fast test-deps bench bench-x86 clean ssh-server chromium arm-root container-tools
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -47,12 +47,20 @@ arm-root: $(STAMP)
 ssh-server:
 	scripts/ssh_test_server.sh install
 
+# Debian's podman and runc: tests/server/test_package.py runs the packaged image with them
+# (../shared/docs/CONTAINERS.md: runc, cgroupfs, no default ulimits); it skips, naming them, without.
+container-tools:
+	@{ command -v podman >/dev/null 2>&1 && command -v runc >/dev/null 2>&1; } || { command -v apt-get >/dev/null 2>&1 && \
+	  [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc >/dev/null; } || \
+	  echo "podman/runc not installed: tests/server/test_package.py will skip running the image"
+
 # What the device, SSH and HTML tests need beyond Python packages. A machine without apt or root
 # skips those tests, each naming what is missing; everything else still runs.
 test-deps: $(STAMP)
 	-@$(MAKE) --no-print-directory ssh-server
 	-@$(MAKE) --no-print-directory chromium
 	-@$(MAKE) --no-print-directory arm-root
+	-@$(MAKE) --no-print-directory container-tools
 
 test: test-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -141,6 +141,15 @@ def cmd_serve(args) -> int:
     return mod.main(argv)
 
 
+def cmd_package(args) -> int:
+    from .package import package
+    r = package(args.bundle, args.out, args.arch, args.base)
+    print(f"{r['image']}: OCI image archive, {', '.join('linux/' + a for a in r['arches'])}, {r['size_mb']:.1f} MiB "
+          f"({', '.join(f'{a} {m:.1f} MiB' for a, m in r['per_arch_mb'].items())}), sha256 {r['sha256'][:16]}..."
+          + (f", budget max_image_mb {r['max_image_mb']:g}" if r.get("max_image_mb") is not None else ""))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
     return run_demo(Path(args.out), quick=not args.full)
@@ -218,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout-s", type=float, default=30.0, help="per-request deadline (504), and the SIGTERM drain")
     s.add_argument("--threads", type=int, help="override the profile's threads")
     s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("package", help="pack a bundle and its server into a multi-arch OCI image archive (no daemon)")
+    s.add_argument("bundle")
+    s.add_argument("--out", required=True, help="image archive to write (oci-archive tar)")
+    s.add_argument("--arch", action="append", choices=["amd64", "arm64"], help="architecture (repeatable; default amd64)")
+    s.add_argument("--base", default="debian-slim", help="base root: debian-slim (Debian 12 packages)")
+    s.set_defaults(func=cmd_package)
 
     s = sub.add_parser("demo", help="train a digits CNN, convert for both x86 targets (fp32, int8), bench and gate")
     s.add_argument("--out", default="build/demo")

@@ -66,6 +66,8 @@ _BUDGET: dict[str, type | tuple[type, ...]] = {
     "max_perplexity_increase": (int, float),
     "min_token_agreement": (int, float),
     "context_length": int,
+    # deployment (edgekit package): the OCI image per architecture
+    "max_image_mb": (int, float),
 }
 _FLOORS_0_1 = ("min_cosine_similarity", "min_recall_at_10", "max_accuracy_drop", "max_class_accuracy_drop",
                "min_token_agreement")
@@ -98,6 +100,7 @@ class Budgets:
     max_perplexity_increase: float | None = None  # relative: artifact ppl / source ppl - 1
     min_token_agreement: float | None = None     # top-1 next-token agreement with the source
     context_length: int | None = None            # tokens the KV cache is sized for (memory at this context)
+    max_image_mb: float | None = None            # edgekit package: compressed image size per architecture
 
 
 @dataclasses.dataclass(frozen=True)
