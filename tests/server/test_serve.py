@@ -251,3 +251,85 @@ def test_openai_completions_and_sse(tmp_path):
                          {"inputs": []})[0] == 400
     finally:
         assert s.stop() in (0, -signal.SIGTERM)
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _server_pid(s: Server) -> int:
+    # `python -m edgekit serve` runs uvicorn in the same process
+    return s.proc.pid
+
+
+def test_faults_storm_disconnect_and_sigterm_under_load(digits_bundles, tmp_path):
+    """A storm past the queue (429s, no crash, memory bounded), a client that disconnects mid-stream,
+    a malformed body, and SIGTERM under load (in-flight requests finish): the server stays up until told."""
+    from lmtest import CALIB, VAL, profile, tiny_lm
+    from edgekit.convert import convert
+    b = digits_bundles["int8"].path
+    name = json.loads((b / "manifest.json").read_text())["bundle"]["name"]
+    x, _ = _digits(b, 1)
+    body = _infer_body(x)
+    s = Server(b, "--max-queue", "4", "--max-batch-size", "2")
+    try:
+        for _ in range(50):  # warm: allocator and arenas settle before the memory baseline
+            s.request(f"/v2/models/{name}/infer", body)
+        before = _rss_mib(_server_pid(s))
+        codes = []
+
+        def storm():
+            for _ in range(40):
+                codes.append(s.request(f"/v2/models/{name}/infer", body)[0])
+        threads = [threading.Thread(target=storm) for _ in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(codes) <= {200, 429} and codes.count(200) > 0, sorted(set(codes))
+        assert s.request(f"/v2/models/{name}/infer", raw=b'{"inputs": [')[0] == 400
+        assert s.get("/v2/health/ready")[0] == 200 and s.proc.poll() is None
+        after = _rss_mib(_server_pid(s))
+        assert after - before < 64, (before, after)  # 1,280 requests later: bounded
+    finally:
+        s.stop()
+
+    src = tiny_lm(tmp_path / "tiny", "llama")
+    (r,) = convert(str(src), [str(profile(tmp_path / "p.toml"))], str(CALIB), str(VAL), tmp_path / "out", progress=False)
+    s = Server(r.path)
+    try:
+        import http.client
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+        c.request("POST", "/v1/completions", json.dumps({"prompt": "Utility", "max_tokens": 200, "stream": True,
+                                                        "ignore": 1}), {"Content-Type": "application/json"})
+        resp = c.getresponse()
+        assert resp.status == 200 and resp.readline().startswith(b"data: ")
+        c.close()  # gone mid-stream
+        code, out, _ = s.request("/v1/completions", {"prompt": "Utility", "max_tokens": 4})
+        assert code == 200 and json.loads(out)["usage"]["completion_tokens"] >= 1
+
+        # SIGTERM with requests in flight: each accepted one finishes with its answer
+        results = []
+
+        def one():
+            try:
+                results.append(s.request("/v1/completions", {"prompt": "Utility for indexing", "max_tokens": 64}))
+            except OSError:  # not yet accepted when the listener closed: refused, not half-answered
+                results.append((None, "", {}))
+        threads = [threading.Thread(target=one) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        s.proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join()
+        assert s.proc.wait(timeout=60) in (0, -signal.SIGTERM)
+        done = [c for c, _, _ in results if c == 200]
+        assert done and all(json.loads(o)["usage"]["completion_tokens"] == 64 or json.loads(o)["choices"][0]
+                            ["finish_reason"] == "stop" for c, o, _ in results if c == 200)
+    finally:
+        if s.proc.poll() is None:
+            s.stop()
