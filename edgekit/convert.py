@@ -23,7 +23,7 @@ from .bundle import BundleWriter, copy_harness, copy_server, save_npz, write_man
 from .data import Dataset, check_consistent, load_data
 from .errors import BackendError, DataError, EdgekitError
 from .host import describe as describe_host, host_matches
-from .results import BundleResult, ConversionFailed, versions as _versions  # noqa: F401 (re-exported)
+from .results import BundleResult, ConversionFailed, raise_failures, versions as _versions  # noqa: F401 (re-exported)
 
 
 from .parity import compare, run_all
@@ -392,9 +392,5 @@ def convert(source: str | ModelHandle, targets: Iterable[str | TargetProfile] | 
                     raise
                 # Its own bundle is never written; every failure is reported together at the end.
                 failures.append(f"{name}: {exc}")
-    if failures:
-        err = ConversionFailed(f"{len(failures)} of {len(jobs)} bundles failed ({len(results)} written to {out}): "
-                               + "; ".join(failures))
-        err.results = results
-        raise err
+    raise_failures(failures, len(jobs), results, out)
     return results

@@ -18,6 +18,15 @@ class ConversionFailed(EdgekitError):
     results: list = []
 
 
+def raise_failures(failures: list[str], total: int, results: list, out) -> None:
+    """Every target's refusal, reported together once the others are written (a multi-target convert)."""
+    if failures:
+        err = ConversionFailed(f"{len(failures)} of {total} bundles failed ({len(results)} written to {out}): "
+                               + "; ".join(failures))
+        err.results = results
+        raise err
+
+
 @dataclasses.dataclass
 class BundleResult:
     name: str

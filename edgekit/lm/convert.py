@@ -24,7 +24,7 @@ from ..bundle import BundleWriter, copy_harness, copy_server, save_npz, write_ma
 from ..errors import BackendError, BudgetError, ConfigError, EdgekitError
 from ..host import describe as describe_host
 from ..progress import steps
-from ..results import BundleResult, ConversionFailed, versions
+from ..results import BundleResult, ConversionFailed, raise_failures, versions
 from ..targets import TargetProfile
 from ..trust.provenance import source_commit
 from . import memory
@@ -239,11 +239,7 @@ def convert_lm(source: str, profiles: list[TargetProfile], calibration: str, val
                     failures.append(f"{t.name}: {exc}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if failures:
-        err = ConversionFailed(f"{len(failures)} of {len(profiles)} bundles failed ({len(results)} written to {out}): "
-                               + "; ".join(failures))
-        err.results = results
-        raise err
+    raise_failures(failures, len(profiles), results, out)
     return results
 
 
