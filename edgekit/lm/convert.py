@@ -68,10 +68,6 @@ def context_of(target: TargetProfile, dims: dict) -> int:
     return int(target.budget.context_length or min(2048, dims["max_positions"]))
 
 
-def _bundle_name(target: TargetProfile) -> str:
-    return target.name
-
-
 def _intermediate(config) -> int:
     return int(getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None)
                or 4 * (getattr(config, "hidden_size", None) or config.n_embd))
@@ -146,23 +142,21 @@ def _manifest_model(art_files: list[Path], runtime: str, pairs, dims: dict, prec
             "size_bytes": sum(f.stat().st_size for f in art_files)}
 
 
-def _onnx_inputs(path: Path) -> list[str]:
-    import onnx
-    return [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
-
-
-def _decode_speed(G, bundle: Path, manifest: dict, threads: int, prompt: list[int]) -> float:
-    """Median decode tokens/s of this artifact on this machine (a short, rough measurement: the
-    device's figure is the harness's; this one only catches int4 slower than fp32)."""
+def _open_lm(G, bundle: Path, manifest: dict, threads: int):
     lm = G.LanguageModel(bundle, manifest, threads)
     lm.import_runtime()
     lm.load()
+    return lm
+
+
+def _decode_speed(lm, prompt: list[int]) -> float:
+    """Median decode tokens/s of a loaded model on this machine (a short, rough measurement: the
+    device's figure is the harness's; this one only catches int4 slower than fp32)."""
     rates = []
     for _ in range(3):
         out = lm.generate(prompt, max_new_tokens=SPEED_TOKENS, ignore_eos=True)
         rates.append(len(out["decode_ms"]) * 1000.0 / sum(out["decode_ms"]))
-    lm.close()
-    return float(np.median(rates))
+    return round(float(np.median(rates)), 3)
 
 
 def refuse_options(**given) -> None:
@@ -248,21 +242,18 @@ def _one(t: TargetProfile, src, dims, fp32: Path, pairs, ref: dict, cwin: np.nda
     G = harness_module("_ek_generate")
     gen = t.generation
     rt = runtime_of(t)
-    name = _bundle_name(t)
+    name = t.name
     ctx = context_of(t, dims)
     with BundleWriter(out / name) as tmp:
+        items = calibration_items(cwin, pairs, dims) if gen.method == "awq" else None
         if rt == "onnxruntime":
-            items = calibration_items(cwin, pairs, dims) if gen.method == "awq" else None
             path, details = quantize_onnx(fp32, gen, *t.generation_weights, dims["vocab_size"], tmp, items)
             files = [path]
             kv = {"kv": "explicit", "past": [list(p) for p in pairs]}
-            fp32_model = {"dir": fp32.parent, "file": fp32.name, "runtime": "onnxruntime", "files": [fp32]}
         else:
-            items = calibration_items(cwin, pairs, dims) if gen.method == "awq" else None
             path, details = export_openvino(fp32, gen, t.generation_weights[0], pairs, items, tmp)
             files = [path, path.with_suffix(".bin")]
             kv = {"kv": "stateful"}
-            fp32_model = None
         precision = gen.weights
         model = _manifest_model(files, rt, pairs, dims, precision)
         (tmp / "tokenizer.json").write_bytes((src.hf_dir / "tokenizer.json").read_bytes())
@@ -284,10 +275,9 @@ def _one(t: TargetProfile, src, dims, fp32: Path, pairs, ref: dict, cwin: np.nda
                                          **({"cpu_mem_arena": False} if rt == "onnxruntime" else {})},
                     "generation": generation}
         threads = t.threads
+        prompt = [int(i) for i in np.resize(ref["windows"].reshape(-1), min(32, gen.prompt_length))]
         try:
-            lm = G.LanguageModel(tmp, manifest, threads)
-            lm.import_runtime()
-            lm.load()
+            lm = _open_lm(G, tmp, manifest, threads)
             for p in prompts:  # the device reproduces these (self-check); the tokenizer must agree already here
                 if lm.encode(p["text"]) != p["ids"]:
                     raise BackendError(f"{src.spec}: tokenizer.json (tokenizers) and the transformers tokenizer "
@@ -295,15 +285,15 @@ def _one(t: TargetProfile, src, dims, fp32: Path, pairs, ref: dict, cwin: np.nda
                 p["greedy"] = lm.generate(p["ids"], max_new_tokens=GREEDY_TOKENS, ignore_eos=True)["token_ids"]
             quality = G.sequence_quality(lm, ref16["windows"], ref16["nll"], ref16["top_idx"], ref16["top_logp"])
             info = lm.info()
+            speed = {"tokens": SPEED_TOKENS, "threads": threads, "artifact_tokens_per_s": _decode_speed(lm, prompt)}
             lm.close()
         except G.BundleError as exc:
             raise BackendError(f"{name}: the artifact does not run here: {exc}") from exc
-        prompt = [int(i) for i in np.resize(ref["windows"].reshape(-1), min(32, gen.prompt_length))]
-        speed = {"tokens": SPEED_TOKENS, "threads": threads,
-                 "artifact_tokens_per_s": round(_decode_speed(G, tmp, manifest, threads, prompt), 3)}
-        if fp32_model is not None and precision != "fp32":
-            fm = dict(manifest, model=_manifest_model(fp32_model["files"], rt, pairs, dims, "fp32"))
-            speed["fp32_tokens_per_s"] = round(_decode_speed(G, fp32.parent, fm, threads, prompt), 3)
+        if rt == "onnxruntime" and precision != "fp32":  # the fp32 export is an ONNX model: same loop, same runtime
+            fm = dict(manifest, model=_manifest_model([fp32], rt, pairs, dims, "fp32"))
+            ref_lm = _open_lm(G, fp32.parent, fm, threads)
+            speed["fp32_tokens_per_s"] = _decode_speed(ref_lm, prompt)
+            ref_lm.close()
         slower = None
         # Flagged when decisively slower (SLOWER_MARGIN): 3 x 24 steps here move by a few percent run to run.
         if "fp32_tokens_per_s" in speed and speed["artifact_tokens_per_s"] < SLOWER_MARGIN * speed["fp32_tokens_per_s"]:
