@@ -62,7 +62,7 @@ def _convert(args):
                    precisions=args.precision, targets_dir=args.targets, license=args.license,
                    provenance=args.provenance, sequence_length=args.sequence_length,
                    tokenizer=args.tokenizer, label=args.label, ignore_budgets=args.ignore_budgets,
-                   recipe=args.recipe, train=args.train, task=args.task)
+                   recipe=args.recipe, train=args.train, task=args.task, test=args.test)
 
 
 def _convert_table(args, results) -> None:
@@ -173,7 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "generation: .txt or .jsonl text)")
     s.add_argument("--validation", required=True,
                    help="validation data (same formats); labelled for classifiers, labels optional for "
-                        "feature extractors (k-NN top-1)")
+                        "feature extractors (k-NN top-1). Every choice (accuracy back-off, recipe stages) "
+                        "is judged on it; without --test, on one half of it (stratified) and the reported "
+                        "drop on the other half")
+    s.add_argument("--test", metavar="DATA",
+                   help="held-out data (same format as --validation) no choice sees: the reported drop, the "
+                        "bundle's validation set and so the gate's accuracy figure")
     from .source import TASK_NAMES
     s.add_argument("--task", choices=TASK_NAMES + ("text-generation",),
                    help="what the model is for (default: detected from the source: a HF head or none, a "

@@ -20,7 +20,7 @@ from .accuracy import control
 from .backends import get_backend
 from .budget import Estimate, check_estimate, check_size, estimate
 from .bundle import BundleWriter, copy_harness, copy_server, save_npz, write_manifest
-from .data import Dataset, check_consistent, load_data
+from .data import Dataset, check_consistent, load_data, split_holdout
 from .errors import BackendError, DataError, EdgekitError
 from .host import describe as describe_host, host_matches
 from .results import BundleResult, ConversionFailed, raise_failures, versions as _versions  # noqa: F401 (re-exported)
@@ -46,7 +46,7 @@ class Prepared:
     """What every target shares: the loaded source, the data, and the source's own results."""
     handle: ModelHandle
     calibration: Dataset
-    validation: Dataset
+    validation: Dataset                  # held out: the reported figures, the bundle's validation.npz
     samples: Dataset
     reference: list[np.ndarray]          # source outputs on the self-check samples
     source_accuracy: float = float("nan")  # filled by score_source(), after the cheap checks
@@ -54,6 +54,9 @@ class Prepared:
     estimates: dict[str, Estimate] = dataclasses.field(default_factory=dict)  # by precision
     source_logits: np.ndarray | None = None  # the exported PyTorch model's outputs on the validation set
     source_quality: dict = dataclasses.field(default_factory=dict)  # the task's figures for the source
+    tuning: Dataset | None = None        # what every choice (accuracy back-off) is judged on
+    tuning_logits: np.ndarray | None = None
+    tuning_quality: dict = dataclasses.field(default_factory=dict)
 
     @property
     def task(self) -> Task:
@@ -72,25 +75,40 @@ def _bind_specs(handle: ModelHandle, data: Dataset) -> None:
 
 
 def prepare(source: str | ModelHandle, calibration: str, validation: str, *,
-            sequence_length: int = 128, tokenizer: str | None = None) -> Prepared:
-    """Load the source and both data files and check them against each other, before any export.
+            sequence_length: int = 128, tokenizer: str | None = None, test: str | None = None) -> Prepared:
+    """Load the source and the data files and check them against each other, before any export.
     The calibration samples run through the source first: once it takes them, a validation file
-    that differs from them is the one named (and calibration fixes what the source does not say)."""
+    that differs from them is the one named (and calibration fixes what the source does not say).
+    With `test`, choices are tuned on the validation file and figures reported on the test file;
+    without, the validation file is split (data.split_holdout)."""
     handle = source if isinstance(source, ModelHandle) else load(source)
     kw = {"sequence_length": sequence_length, "tokenizer_dir": tokenizer}
     calib = load_data(calibration, handle, role="calibration", **kw)
     runner = handle.runner()
     samples = calib.head(SELFCHECK_SAMPLES)
     reference = run_source(runner, samples)
-    val = load_data(validation, handle, role="validation", **kw)
-    check_consistent(val, calib, handle)
+    tuning, held, files = load_splits(validation, test, handle, calib, **kw)
     # The task refuses what its figures cannot be computed on: labels a classifier cannot emit (or
     # none), an embedding that is not N x D or holds NaN, too few items for recall@10.
     task = get_task(handle.task)
     task.check_outputs(handle, reference[0], samples)
-    task.check(handle, reference, [val, calib])
+    task.check(handle, reference, [*files, calib])  # whole files: their errors name file positions
     _bind_specs(handle, calib)
-    return Prepared(handle, calib, val, samples, reference)
+    return Prepared(handle, calib, held, samples, reference, tuning=tuning)
+
+
+def load_splits(validation: str, test: str | None, handle: ModelHandle, fixed_by: Dataset | None,
+                **kw) -> tuple[Dataset, Dataset, list[Dataset]]:
+    """(tuning, held-out, the files as read): the validation file and the test file, or the
+    validation file's two halves (split_holdout). Each is checked against `fixed_by`."""
+    val = load_data(validation, handle, role="validation", **kw)
+    if fixed_by is not None:
+        check_consistent(val, fixed_by, handle)
+    if test is None:
+        return (*split_holdout(val), [val])
+    held = load_data(test, handle, role="validation", **kw)
+    check_consistent(held, fixed_by or val, handle)
+    return dataclasses.replace(val, split="tuning"), dataclasses.replace(held, split="held-out"), [val, held]
 
 
 def run_source(runner, data: Dataset) -> list[np.ndarray]:
@@ -108,12 +126,15 @@ def score_source(prep: Prepared) -> None:
     """The source model's figures on the validation set: the baseline every drop is measured from
     (classification: top-1; feature extraction: the source's embeddings every artifact's are
     compared with, and its k-NN top-1 where there are labels)."""
-    logits = run_source(prep.handle.runner(), prep.validation)[0]
+    runner = prep.handle.runner()
+    logits = run_source(runner, prep.validation)[0]
     prep.task.check_outputs(prep.handle, logits, prep.validation)
     prep.source_logits = logits
     prep.source_quality = prep.task.source_quality(logits, prep.validation.labels)
     prep.source_accuracy = prep.task.source_score(prep.source_quality)
     prep.source_per_class = prep.source_quality.get("per_class", {})
+    prep.tuning_logits = run_source(runner, prep.tuning)[0]
+    prep.tuning_quality = prep.task.source_quality(prep.tuning_logits, prep.tuning.labels)
 
 
 def bundle_name(target: TargetProfile, precision: str, base_precision: str) -> str:
@@ -145,11 +166,11 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
 
         task, labels = prep.task, prep.validation.labels
 
-        def evaluate(a) -> float:  # the task's margin: top-1, or how far inside the embedding floors
-            return task.margin(task.quality(run_all(opener(a, 1), prep.validation)[0], prep.source_logits, labels),
-                               target)
-        outcome = control(backend, fp, art, evaluate(art), task.source_margin(prep.source_quality, target),
-                          prep.handle, target, prep.calibration, prep.validation, work, evaluate,
+        def evaluate(a) -> float:  # the task's margin on the tuning split: top-1, or how far inside the embedding floors
+            return task.margin(task.quality(run_all(opener(a, 1), prep.tuning)[0], prep.tuning_logits,
+                                            prep.tuning.labels), target)
+        outcome = control(backend, fp, art, evaluate(art), task.source_margin(prep.tuning_quality, target),
+                          prep.handle, target, prep.calibration, prep.tuning, work, evaluate,
                           task.max_drop(target))
         art = outcome.artifact
         if check_budgets:
@@ -216,18 +237,22 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
             "host": describe_host(target, getattr(runner, "inference_precision", "f32")),
             "conversion": {"precision": art.precision, **art.details,
                            "parity": [p.to_dict() for p in parity],
-                           "accuracy_control": outcome.to_dict(),
+                           "accuracy_control": {**outcome.to_dict(), "judged_on": prep.tuning.describe()},
                            "estimate": estimate_for(prep, target).to_dict(),
                            "budgets_checked_at_conversion": check_budgets,
                            # the task's figures: top-1 (+ per class), or embedding geometry
                            "accuracy": {"metric": task.metric, "n": len(prep.validation), "value": acc,
+                                        "data": prep.validation.split or "held-out",
                                         "measured_with": "this machine's kernels" if not ref_arith else
                                         "reference arithmetic (QDQ in float): this machine lacks the target's "
                                         "CPU features, whose int8 kernels differ from its own",
                                         **{k: v for k, v in quality.items() if k not in ("metric", "value")}}},
             "source": {**prep.handle.describe(), "accuracy": prep.source_accuracy,
                        "per_class_accuracy": prep.source_per_class, "quality": prep.source_quality},
-            "data": {"calibration": prep.calibration.describe(), "validation": prep.validation.describe()},
+            # tuning: what accuracy control chose on; validation: held out, what the figures above, the
+            # bundle's validation.npz and so the gate measure.
+            "data": {"calibration": prep.calibration.describe(), "tuning": prep.tuning.describe(),
+                     "validation": prep.validation.describe()},
             "provenance": {"license": license or "unknown", "provenance": provenance or "unknown",
                            **source_commit(prep.handle.spec)},
             "drift": {"file": "drift_reference.json", "schema": drift_ref["schema"],
@@ -249,7 +274,7 @@ def _copy_tokenizer(prep: Prepared, tmp: Path) -> dict | None:
     """Text models from a Hugging Face directory: its tokenizer.json goes into the bundle, so the model
     server (server/) can take text (BYTES) and tokenize it as the dev machine did (padding to the
     calibration data's length, truncation)."""
-    hf = prep.handle.hf_dir
+    hf = prep.handle.hf_dir or prep.handle.metadata.get("tokenizer_dir")
     ids = prep.calibration.inputs.get("input_ids")
     if hf is None or ids is None or not (Path(hf) / "tokenizer.json").is_file():
         return None
@@ -262,7 +287,7 @@ def _copy_tokenizer(prep: Prepared, tmp: Path) -> dict | None:
 
 
 def compress(handle: ModelHandle, recipe: str, train: str | None, validation: str, seq: int,
-             tokenizer: str | None, progress: bool):
+             tokenizer: str | None, progress: bool, test: str | None = None):
     """Run a recipe's stages on the source; returns (compressed handle, manifest section, tokenizer)."""
     from .compress import load_recipe, render_stage_table, run_recipe
     from .errors import BudgetError, ConfigError
@@ -275,11 +300,10 @@ def compress(handle: ModelHandle, recipe: str, train: str | None, validation: st
         raise ConfigError(f"{recipe}: compression recipes distil and fine-tune on labels and logits, so "
                           f"they take classifiers only; this source is a {handle.task} model")
     outputs = run_source(handle.runner(), tr.head(2))  # the stages train on it: it must run first
-    va = load_data(validation, handle, sequence_length=seq, tokenizer_dir=tokenizer, role="validation")
-    check_consistent(va, tr, handle)
+    # The stages are judged on the tuning split only: the held-out one stays unseen until the bundle.
+    va, _, files = load_splits(validation, test, handle, tr, sequence_length=seq, tokenizer_dir=tokenizer)
     # before any training: a stage would learn, and be scored on, them
-    get_task(handle.task).check(handle, outputs, [tr, va])
-    tok = tokenizer or (str(handle.hf_dir) if handle.hf_dir else None)
+    get_task(handle.task).check(handle, outputs, [tr, *files])
     try:
         compressed, stages = run_recipe(handle, rec, tr, va, progress=progress)
     except BudgetError as exc:
@@ -288,6 +312,9 @@ def compress(handle: ModelHandle, recipe: str, train: str | None, validation: st
         raise
     if progress:
         console().print(render_stage_table(stages))
+    # a vocab stage renumbered the tokens: its tokenizer, not the source's, reads the data from here on
+    tok = (compressed.metadata.get("tokenizer_dir") if any(s.kind == "vocab" for s in rec.stages) else None) \
+        or tokenizer or (str(handle.hf_dir) if handle.hf_dir else None)
     return compressed, {"recipe": rec.to_dict(), "train": tr.describe(), "stages": stages}, tok
 
 
@@ -329,9 +356,11 @@ def convert(source: str | ModelHandle, targets: Iterable[str | TargetProfile] | 
             targets_dir: str | None = None, license: str = "unknown", provenance: str = "unknown",
             sequence_length: int | None = None, tokenizer: str | None = None, label: str | None = None,
             ignore_budgets: bool = False, recipe: str | None = None, train: str | None = None,
-            progress: bool = True, task: str | None = None) -> list[BundleResult]:
+            progress: bool = True, task: str | None = None, test: str | None = None) -> list[BundleResult]:
     """Convert one source model for every target (and precision); returns one result per bundle.
-    With a recipe, its stages (distillation, pruning) run once on the PyTorch model first."""
+    With a recipe, its stages (distillation, pruning) run once on the PyTorch model first.
+    Choices are tuned on `validation` and figures reported on `test`; without `test`, on the two
+    halves of `validation` (data.split_holdout)."""
     specs = [targets] if isinstance(targets, (str, TargetProfile)) else list(targets)
     profiles = load_targets(specs, targets_dir)
     if not isinstance(source, ModelHandle):
@@ -339,17 +368,18 @@ def convert(source: str | ModelHandle, targets: Iterable[str | TargetProfile] | 
         if task == "text-generation" or (task is None and is_lm_source(source)):
             # causal LMs: their own pipeline (KV cache, int4, tokenizer, perplexity; edgekit/lm/convert.py)
             from .lm.convert import convert_lm, refuse_options
-            refuse_options(precisions=precisions, recipe=recipe, sequence_length=sequence_length, tokenizer=tokenizer)
+            refuse_options(precisions=precisions, recipe=recipe, sequence_length=sequence_length, tokenizer=tokenizer,
+                           test=test)
             return convert_lm(source, profiles, calibration, validation, out, license=license,
                               provenance=provenance, label=label, ignore_budgets=ignore_budgets, progress=progress)
     for t in profiles:  # fail on a missing runtime before any long work
         get_backend(t.runtime).available()
     seq = sequence_length or profiles[0].sequence_length
     handle = source if isinstance(source, ModelHandle) else load(source, task=task)
-    compression = None
+    compression, original, user_tokenizer = None, handle, tokenizer
     if recipe is not None:
-        handle, compression, tokenizer = compress(handle, recipe, train, validation, seq, tokenizer, progress)
-    prep = prepare(handle, calibration, validation, sequence_length=seq, tokenizer=tokenizer)
+        handle, compression, tokenizer = compress(handle, recipe, train, validation, seq, tokenizer, progress, test)
+    prep = prepare(handle, calibration, validation, sequence_length=seq, tokenizer=tokenizer, test=test)
     jobs = [(t.with_precision(p), bundle_name(t, p, t.precision)) for t in profiles
             for p in (precisions or [t.precision])]
     failures: list[str] = []
@@ -373,10 +403,14 @@ def convert(source: str | ModelHandle, targets: Iterable[str | TargetProfile] | 
         feasible.append((target, name))
     score_source(prep)
     if compression is not None:
-        # Drops are measured against the model the user brought, not the compressed one.
-        source_row = compression["stages"][0]
-        prep.source_accuracy = source_row["accuracy"]
-        prep.source_per_class = source_row["per_class_accuracy"]
+        # Drops are measured against the model the user brought, not the compressed one, on both splits.
+        # The same sentences, tokenized as the source reads them (a vocab stage renumbered the student's).
+        runner, task_ = original.runner(), prep.task
+        tune, held, _ = load_splits(validation, test, original, None, sequence_length=seq, tokenizer_dir=user_tokenizer)
+        prep.source_quality = task_.source_quality(run_source(runner, held)[0], held.labels)
+        prep.source_accuracy = task_.source_score(prep.source_quality)
+        prep.source_per_class = prep.source_quality.get("per_class", {})
+        prep.tuning_quality = task_.source_quality(run_source(runner, tune)[0], tune.labels)
     out = Path(out)
     results = []
     from .progress import steps

@@ -32,6 +32,7 @@ class Dataset:
     format: str
     classes: list[str] | None = None  # image folders: the class folder of each label id
     role: str = "data"                # what the user gave it as: calibration, validation, training
+    split: str | None = None          # "tuning" / "held-out" when cut from one file (split_holdout)
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
@@ -44,9 +45,32 @@ class Dataset:
         return dataclasses.replace(self, inputs={k: v[:n] for k, v in self.inputs.items()},
                                    labels=None if self.labels is None else self.labels[:n])
 
+    def take(self, index: np.ndarray, split: str | None = None) -> "Dataset":
+        return dataclasses.replace(self, inputs={k: v[index] for k, v in self.inputs.items()},
+                                   labels=None if self.labels is None else self.labels[index],
+                                   split=split or self.split)
+
     def describe(self) -> dict:
         return {"path": self.path, "sha256": self.sha256, "format": self.format, "n": len(self),
-                "labelled": self.labels is not None}
+                "labelled": self.labels is not None, **({"split": self.split} if self.split else {})}
+
+
+def split_holdout(data: Dataset) -> tuple[Dataset, Dataset]:
+    """Cut one validation file into a tuning part (every choice a conversion makes: accuracy back-off,
+    recipe stages) and a held-out part no choice sees (the reported drop, the bundle's validation set
+    the device and the gate measure). Deterministic and stratified: within each class, in file order,
+    even positions tune and odd positions are held out, so both halves keep the class mix (unlabelled
+    data: by position). Held out = the odd half, so a file of N keeps ceil(N/2) for tuning."""
+    n = len(data)
+    if data.labels is None:
+        rank = np.arange(n)
+    else:
+        rank = np.zeros(n, dtype=np.int64)
+        for c in np.unique(data.labels):
+            idx = np.flatnonzero(data.labels == c)
+            rank[idx] = np.arange(len(idx))
+    held = rank % 2 == 1
+    return data.take(np.flatnonzero(~held), "tuning"), data.take(np.flatnonzero(held), "held-out")
 
 
 def _load_npz(path: Path, names: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:

@@ -20,7 +20,8 @@ def test_bundles_are_complete_and_verified(digits_bundles):
         assert set(m["files"]) >= {"model.onnx", "samples.npz", "validation.npz", "harness/run.py", "README.txt"}
         assert m["provenance"] == {"license": "MIT", "provenance": "tests"}
         assert m["source"]["kind"] == "pt2" and len(m["source"]["sha256"]) == 64
-        assert m["data"]["calibration"]["n"] == 128 and m["data"]["validation"]["n"] == 360
+        assert m["data"]["calibration"]["n"] == 128
+        assert m["data"]["validation"]["n"] + m["data"]["tuning"]["n"] == 360  # held-out + tuning halves
         assert {"edgekit", "torch", "onnxruntime", "onnx"} <= set(m["versions"])
         assert m["source"]["accuracy"] > 0.95
         onnx.checker.check_model(str(r.path / "model.onnx"))  # weights inline, file self-contained

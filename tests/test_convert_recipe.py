@@ -22,7 +22,17 @@ def test_prune_recipe_then_int8(digits_example, tmp_path, capsys):
     m = read_manifest(tmp_path / "out" / "x86-avx2")
     stages = m["compression"]["stages"]
     assert stages[0]["name"] == "source" and stages[-1]["params"] < stages[0]["params"] / 2
-    assert m["source"]["accuracy"] == stages[0]["accuracy"]          # drop vs the original model
+    # Drops vs the original model: the stages are judged on the tuning split, the reported source
+    # figure is the original model's top-1 on the held-out split.
+    from edgekit.convert import load_splits
+    from edgekit.source import load
+    original = load(str(digits_example["model"]))
+    tune, held, _ = load_splits(str(digits_example["validation"]), None, original, None)
+    logits = np.concatenate([original.runner()(held.sample(i))[0] for i in range(len(held))])
+    one = 1.01 / len(held)  # batched vs one-by-one float sums may flip a near-tie
+    assert abs(m["source"]["accuracy"] - float(np.mean(logits.argmax(1) == held.labels))) <= one
+    assert abs(m["compression"]["stages"][0]["accuracy"] - float(np.mean(np.concatenate(
+        [original.runner()(tune.sample(i))[0] for i in range(len(tune))]).argmax(1) == tune.labels))) <= one
     assert m["source"]["compressed"]["stages"]                       # the exported model is the compressed one
     assert m["conversion"]["parity"][0]["max_abs_diff"] < 1e-4      # export matches the compressed PyTorch model
     assert m["source"]["accuracy"] - m["conversion"]["accuracy"]["value"] <= 0.03

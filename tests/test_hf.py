@@ -61,7 +61,7 @@ def test_hf_dir_to_int8_onnx(tiny_bert_dir, text_data, tmp_path):
     assert read_manifest(fp32.path)["conversion"]["parity"][0]["max_abs_diff"] < 1e-4
     assert m["conversion"]["parity"][1]["top1_agreement"] >= 0.8
     with np.load(int8.path / "validation.npz") as z:
-        assert z["input.input_ids"].shape == (12, 16) and z["labels"].shape == (12,)
+        assert z["input.input_ids"].shape == (6, 16) and z["labels"].shape == (6,)  # the held-out half of 12
 
 
 def test_hf_transformer_int8_per_target_family(tiny_bert_dir, text_data, tmp_path):

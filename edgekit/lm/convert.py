@@ -164,7 +164,9 @@ def refuse_options(**given) -> None:
     why = {"precisions": "--precision (a generative bundle's weights come from the profile's [generation] table)",
            "recipe": "--recipe (distillation and pruning recipes take classifiers)",
            "sequence_length": "--sequence-length (the context is the profile's budget.context_length)",
-           "tokenizer": "--tokenizer (the model's own tokenizer goes into the bundle)"}
+           "tokenizer": "--tokenizer (the model's own tokenizer goes into the bundle)",
+           "test": "--test (a generative conversion tunes nothing on its validation text, so that text is "
+                   "already held out: give the held-out text as --validation)"}
     for key, value in given.items():
         if value:
             raise ConfigError(f"{why[key]} does not apply to a text-generation source")
