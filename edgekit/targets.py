@@ -47,6 +47,7 @@ _QUANT: dict[str, type | tuple[type, ...]] = {
     "weight_type": str,
     "op_types": list,
     "accuracy_aware": bool,
+    "fusions": bool,
     "mode": str,
     "transformer": dict,
 }
@@ -143,6 +144,8 @@ class Quantization:
     weight_type: str | None = None
     op_types: tuple[str, ...] | None = None
     accuracy_aware: bool = True
+    # ONNX Runtime, transformers, dynamic int8: fuse attention / layer norm / GELU first (backends/onnxruntime.py)
+    fusions: bool = True
     # "static" (activations calibrated offline) or "dynamic" (activations quantized at run time);
     # None = auto (TargetProfile.int8_for).
     mode: str | None = None
