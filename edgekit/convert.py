@@ -186,6 +186,12 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
         logits = run_all(runner, prep.validation)[0]
         quality = task.quality(logits, prep.source_logits, labels)
         acc = task.score(quality)
+        # the shipped artifact's figures on the tuning split too: what `edgekit search` judges on
+        tq = task.quality(run_all(runner, prep.tuning)[0], prep.tuning_logits, prep.tuning.labels)
+        tuning_figures = {"n": len(prep.tuning), "value": task.score(tq),
+                          "margin": task.margin(tq, target), "source_margin": task.source_margin(prep.tuning_quality, target),
+                          **({"per_class": tq["per_class"], "source_per_class": prep.tuning_quality.get("per_class", {})}
+                             if "per_class" in tq else {})}
 
         # Move the model files into the bundle under stable names (model.onnx, model.xml/.bin, ...).
         model_files = []
@@ -238,6 +244,7 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
             "conversion": {"precision": art.precision, **art.details,
                            "parity": [p.to_dict() for p in parity],
                            "accuracy_control": {**outcome.to_dict(), "judged_on": prep.tuning.describe()},
+                           "tuning_accuracy": tuning_figures,
                            "estimate": estimate_for(prep, target).to_dict(),
                            "budgets_checked_at_conversion": check_budgets,
                            # the task's figures: top-1 (+ per class), or embedding geometry
@@ -287,7 +294,7 @@ def _copy_tokenizer(prep: Prepared, tmp: Path) -> dict | None:
 
 
 def compress(handle: ModelHandle, recipe: str, train: str | None, validation: str, seq: int,
-             tokenizer: str | None, progress: bool, test: str | None = None):
+             tokenizer: str | None, progress: bool, test: str | None = None, cache=None):
     """Run a recipe's stages on the source; returns (compressed handle, manifest section, tokenizer)."""
     from .compress import load_recipe, render_stage_table, run_recipe
     from .errors import BudgetError, ConfigError
@@ -295,6 +302,10 @@ def compress(handle: ModelHandle, recipe: str, train: str | None, validation: st
     rec = load_recipe(recipe)  # validated before any long work
     if not train:
         raise ConfigError(f"{recipe}: a recipe needs --train DATA (the data its stages train on)")
+    for st in rec.stages:  # refused before any training, not after the stages before it
+        if st.kind == "vocab" and not (handle.is_transformer and (tokenizer or handle.hf_dir)):
+            raise ConfigError(f"{recipe}: stage {st.index} (vocab): vocabulary pruning needs a text transformer "
+                              "with a Hugging Face tokenizer (a HF model directory, or --tokenizer DIR)")
     tr = load_data(train, handle, sequence_length=seq, tokenizer_dir=tokenizer, role="training")
     if handle.task != "classification":
         raise ConfigError(f"{recipe}: compression recipes distil and fine-tune on labels and logits, so "
@@ -305,7 +316,7 @@ def compress(handle: ModelHandle, recipe: str, train: str | None, validation: st
     # before any training: a stage would learn, and be scored on, them
     get_task(handle.task).check(handle, outputs, [tr, *files])
     try:
-        compressed, stages = run_recipe(handle, rec, tr, va, progress=progress)
+        compressed, stages = run_recipe(handle, rec, tr, va, progress=progress, cache=cache)
     except BudgetError as exc:
         if getattr(exc, "stages", None):
             console().print(render_stage_table(exc.stages))
@@ -356,11 +367,14 @@ def convert(source: str | ModelHandle, targets: Iterable[str | TargetProfile] | 
             targets_dir: str | None = None, license: str = "unknown", provenance: str = "unknown",
             sequence_length: int | None = None, tokenizer: str | None = None, label: str | None = None,
             ignore_budgets: bool = False, recipe: str | None = None, train: str | None = None,
-            progress: bool = True, task: str | None = None, test: str | None = None) -> list[BundleResult]:
+            progress: bool = True, task: str | None = None, test: str | None = None,
+            compressed: tuple | None = None, stage_cache: str | Path | None = None) -> list[BundleResult]:
     """Convert one source model for every target (and precision); returns one result per bundle.
     With a recipe, its stages (distillation, pruning) run once on the PyTorch model first.
     Choices are tuned on `validation` and figures reported on `test`; without `test`, on the two
-    halves of `validation` (data.split_holdout)."""
+    halves of `validation` (data.split_holdout). `compressed`: what compress() returned for this
+    source, already run (edgekit search runs a recipe once and converts for several settings).
+    `stage_cache`: a folder where recipe stages are cached by content hash (compress/cache.py)."""
     specs = [targets] if isinstance(targets, (str, TargetProfile)) else list(targets)
     profiles = load_targets(specs, targets_dir)
     if not isinstance(source, ModelHandle):
@@ -377,8 +391,12 @@ def convert(source: str | ModelHandle, targets: Iterable[str | TargetProfile] | 
     seq = sequence_length or profiles[0].sequence_length
     handle = source if isinstance(source, ModelHandle) else load(source, task=task)
     compression, original, user_tokenizer = None, handle, tokenizer
-    if recipe is not None:
-        handle, compression, tokenizer = compress(handle, recipe, train, validation, seq, tokenizer, progress, test)
+    if compressed is not None:
+        handle, compression, tokenizer = compressed
+    elif recipe is not None:
+        from .compress.cache import StageCache
+        handle, compression, tokenizer = compress(handle, recipe, train, validation, seq, tokenizer, progress, test,
+                                                  cache=StageCache(stage_cache) if stage_cache else None)
     prep = prepare(handle, calibration, validation, sequence_length=seq, tokenizer=tokenizer, test=test)
     jobs = [(t.with_precision(p), bundle_name(t, p, t.precision)) for t in profiles
             for p in (precisions or [t.precision])]

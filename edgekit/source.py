@@ -374,6 +374,7 @@ def _load_hf(path: Path, task: str | None = None) -> ModelHandle:
                          module=wrapped, hf_dir=path, is_transformer=True, task=task,
                          # optimum exports classifiers as they are; pooling lives in `wrapped` only
                          optimum_task="text-classification" if task == "classification" else None)
+    metadata["num_hidden_layers"] = int(getattr(model.config, "num_hidden_layers", 0) or 0) or None
     handle.metadata = metadata
     handle.id_limits = {n: int(v) for n, v in (("input_ids", getattr(model.config, "vocab_size", None)),
                                                ("token_type_ids", getattr(model.config, "type_vocab_size", None)))

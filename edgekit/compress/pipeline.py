@@ -25,13 +25,16 @@ import numpy as np
 from ..data import Dataset
 from ..errors import BudgetError, ConfigError, DataError
 from ..source import ModelHandle
+from .cache import StageCache, chain
 from .recipe import Recipe, Stage, load_recipe
 
 
 def run_recipe(handle: ModelHandle, recipe: Recipe | str | Path, train: Dataset, validation: Dataset,
-               progress: bool = True, *, latency_runs: int = 50) -> tuple[ModelHandle, list[dict[str, Any]]]:
+               progress: bool = True, *, latency_runs: int = 50,
+               cache: StageCache | None = None) -> tuple[ModelHandle, list[dict[str, Any]]]:
     """Run every stage of `recipe` on `handle`'s PyTorch module (the handle itself is not changed);
-    returns (handle of the compressed model, stage rows)."""
+    returns (handle of the compressed model, stage rows). With `cache`, a stage already run on the
+    same parent, data and settings is loaded instead of trained (its row says cache: hit)."""
     import torch
 
     from ..hashing import sha256_state_dict
@@ -78,22 +81,50 @@ def run_recipe(handle: ModelHandle, recipe: Recipe | str | Path, train: Dataset,
                     "per_class_accuracy": per_class_accuracy(logits, validation.labels)}
 
         t0 = time.perf_counter()
-        base = measure(source)
+        # stage cache (compress/cache.py): keys chain the source, the data and every stage so far
+        key = chain(handle.sha256, {"train": [train.sha256, len(train)], "threads": recipe.threads,
+                                    "validation": [validation.sha256, validation.split, len(validation)]})
+        hit = cache.get(key) if cache else None
+        base = hit["base"] if hit else measure(source)
+        if cache and not hit:
+            cache.put(key, {"base": base})
         rows = [_row(0, "source", "source", "source", base, base, id2label, seconds=time.perf_counter() - t0)]
-        current, kept = source, []
+        current, kept, vocab_dir = source, [], None
         n = len(recipe.stages)
         for stage in recipe.stages:
             where = f"{recipe.path}: stage {stage.index}"
             t0 = time.perf_counter()
-            bar = bars.stage(f"stage {stage.index}/{n} {stage.label}")
-            ctx = _Ctx(names, train, validation, handle.is_transformer, n_classes, ex2, where, recipe.path, bar)
-            if stage.kind == "distill":
-                model, info = _distill(stage, current, ctx)
+            key = chain(key, stage.hyperparameters())
+            hit = cache.get(key) if cache else None
+            table = tok_dir = None
+            if hit:
+                model, row, table, tok_dir = hit["model"], {**hit["row"], "stage": stage.index}, \
+                    hit.get("table"), hit.get("tokenizer")
+                cache.hits += 1
+                cache.seconds_saved += float(row.get("seconds", 0.0))
+                row["cache"] = "hit"
             else:
-                model, info = _prune(stage, current, ctx)
-            m = measure(model)
-            row = _row(stage.index, stage.label, stage.kind, "kept", m, base, id2label,
-                       seconds=time.perf_counter() - t0, stage=stage, info=info)
+                bar = bars.stage(f"stage {stage.index}/{n} {stage.label}")
+                ctx = _Ctx(names, train, validation, handle.is_transformer, n_classes, ex2, where, recipe.path, bar)
+                if stage.kind == "distill":
+                    model, info = _distill(stage, current, ctx)
+                elif stage.kind == "vocab":
+                    model, info, table, tok_dir = _vocab(stage, current, ctx, vocab_dir or handle.hf_dir,
+                                                         handle.metadata.get("tokenizer_dir"))
+                else:
+                    model, info = _prune(stage, current, ctx)
+            if table is not None:
+                # the stages after a vocab stage, and its own measurement, read the new ids
+                train, validation = _remap(train, table), _remap(validation, table)
+                ex1, ex2 = T.batch(validation, names, slice(0, 1)), T.batch(train, names, slice(0, min(2, len(train))))
+            if not hit:
+                m = measure(model)
+                row = _row(stage.index, stage.label, stage.kind, "kept", m, base, id2label,
+                           seconds=time.perf_counter() - t0, stage=stage, info=info)
+                if cache:
+                    cache.misses += 1
+                    cache.seconds_spent += row["seconds"]
+                    cache.put(key, row, model, table, tok_dir)
             over = _over_budget(stage, row, base, id2label)
             if over:
                 row["status"] = "over budget"
@@ -113,6 +144,8 @@ def run_recipe(handle: ModelHandle, recipe: Recipe | str | Path, train: Dataset,
             rows.append(row)
             current = model
             kept.append(stage.label)
+            if stage.kind == "vocab":
+                vocab_dir = tok_dir
 
     if not kept:
         return handle, rows
@@ -122,7 +155,9 @@ def run_recipe(handle: ModelHandle, recipe: Recipe | str | Path, train: Dataset,
                       task=handle.task, is_transformer=handle.is_transformer)
     out.metadata = {**handle.metadata,
                     "compressed": {"source_sha256": handle.sha256, "recipe": recipe.path, "stages": kept}}
-    if handle.hf_dir is not None:
+    if vocab_dir is not None:  # a pruned vocabulary: the renumbered tokenizer goes with the model
+        out.metadata["tokenizer_dir"] = str(vocab_dir)
+    elif handle.hf_dir is not None:
         # The compressed network no longer matches the directory's config.json (fewer layers, heads,
         # FFN neurons): it is exported from the module, and the directory serves for its tokenizer.
         out.metadata["tokenizer_dir"] = str(handle.hf_dir)
@@ -224,6 +259,36 @@ def _prune(stage: Stage, teacher, ctx: _Ctx):
 
 # ---------------------------------------------------------------------------------------------
 # rows, budgets, table
+
+
+def _vocab(stage: Stage, model, ctx: _Ctx, tok_dir, fallback):
+    """Vocabulary pruning (compress/vocab.py); the renumbered tokenizer lands in a fresh temporary
+    folder that the handle names (metadata tokenizer_dir), read by convert and copied into bundles."""
+    import tempfile
+
+    from . import vocab
+    tok_dir = Path(tok_dir or fallback or "")
+    if not ctx.is_transformer or not (tok_dir / "tokenizer.json").is_file() or "input_ids" not in ctx.names:
+        raise ConfigError(f"{ctx.where} (vocab): vocabulary pruning needs a text transformer with a Hugging Face "
+                          "tokenizer (tokenizer.json) and an input_ids input")
+    from tokenizers import Tokenizer
+    old_size = Tokenizer.from_file(str(tok_dir / "tokenizer.json")).get_vocab_size()
+    keep = vocab.kept_ids(tok_dir, ctx.train, stage.min_count)
+    out = Path(tempfile.mkdtemp(prefix="edgekit-vocab-"))
+    new = vocab.write_tokenizer(tok_dir, keep, out)
+    unk = Tokenizer.from_file(str(tok_dir / "tokenizer.json")).token_to_id("[UNK]")
+    table = vocab.remap_table(new, old_size, new.get(unk, 0) if unk is not None else 0)
+    student = copy.deepcopy(model)
+    name = vocab.slice_embedding(student, old_size, keep)
+    seq = ctx.validation.inputs["input_ids"].shape[1]
+    info = {"tokens_kept": int(len(keep)), "tokens_before": int(old_size), "embedding": name,
+            "tokenizer": "renumbered copy (bundle tokenizer.json)",
+            "validation_tokenization": vocab.check(tok_dir, out, ctx.validation.path, table, seq)}
+    return student, info, table, out
+
+
+def _remap(data: Dataset, table: np.ndarray) -> Dataset:
+    return dataclasses.replace(data, inputs={**data.inputs, "input_ids": table[data.inputs["input_ids"]]})
 
 
 def _row(index: int, name: str, kind: str, status: str, m: dict, base: dict, id2label: dict,
