@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_COMMAND_MODULES = ("edgekit.devices.commands", "edgekit.trust.commands")
+_COMMAND_MODULES = ("edgekit.devices.commands", "edgekit.trust.commands", "edgekit.search.commands")
 
 
 def main(argv: list[str] | None = None) -> int:
