@@ -13,6 +13,7 @@ from anyone else.
 from __future__ import annotations
 
 import hashlib
+import pickle
 import json
 import os
 import shutil
@@ -27,6 +28,10 @@ def chain(parent: str, what: Any) -> str:
 
 
 class StageCache:
+    # Models torch.save cannot pickle (a torch.export program's lifted GraphModule holds local
+    # closures): kept in memory for this process instead, by key.
+    _memory: dict[str, Any] = {}
+
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -45,7 +50,15 @@ class StageCache:
         import numpy as np
         import torch
         entry = json.loads((d / "row.json").read_text(encoding="utf-8"))
-        entry["model"] = torch.load(d / "model.pt", weights_only=False) if (d / "model.pt").is_file() else None
+        if (d / "model.pt").is_file():
+            entry["model"] = torch.load(d / "model.pt", weights_only=False)
+        elif entry.get("model_in") == "memory":
+            if key not in self._memory:
+                return None  # another process's: not here
+            import copy
+            entry["model"] = copy.deepcopy(self._memory[key])
+        else:
+            entry["model"] = None
         if (d / "table.npy").is_file():
             entry["table"] = np.load(d / "table.npy")
         if (d / "tokenizer").is_dir():
@@ -64,7 +77,13 @@ class StageCache:
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=d.parent))
         try:
             if model is not None:
-                torch.save(model, tmp / "model.pt")
+                try:
+                    torch.save(model, tmp / "model.pt")
+                except (AttributeError, TypeError, RuntimeError, pickle.PicklingError):
+                    (tmp / "model.pt").unlink(missing_ok=True)
+                    import copy
+                    self._memory[key] = copy.deepcopy(model)
+                    row = {**row, "model_in": "memory"}
             if table is not None:
                 np.save(tmp / "table.npy", table)
             if tokenizer is not None:

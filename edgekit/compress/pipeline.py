@@ -124,7 +124,7 @@ def run_recipe(handle: ModelHandle, recipe: Recipe | str | Path, train: Dataset,
                 if cache:
                     cache.misses += 1
                     cache.seconds_spent += row["seconds"]
-                    cache.put(key, row, model, table, tok_dir)
+                    cache.put(key, {"row": row}, model, table, tok_dir)
             over = _over_budget(stage, row, base, id2label)
             if over:
                 row["status"] = "over budget"
