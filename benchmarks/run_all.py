@@ -279,3 +279,12 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def save_results(name: str, doc: dict, md: str) -> None:
+    """benchmarks/results/<name>.json and .md, and the table on stdout."""
+    results = HERE / "results"
+    results.mkdir(exist_ok=True)
+    (results / f"{name}.json").write_text(json.dumps(doc, indent=1, default=str))
+    (results / f"{name}.md").write_text(md)
+    print(md)

@@ -31,7 +31,7 @@ import bench_convert  # noqa: E402
 import bench_timing  # noqa: E402
 import numpy as np  # noqa: E402
 import rt_build  # noqa: E402
-from run_all import machine_info  # noqa: E402
+from run_all import machine_info, save_results  # noqa: E402
 
 TEXT = ROOT / "examples" / "text"
 CALIB, TUNE, TEST = (TEXT / "debian_sections_calib.jsonl",) * 2 + (TEXT / "debian_sections_val.jsonl",)
@@ -131,13 +131,14 @@ def main(argv=None) -> int:
     fns, rows = {}, {}
     for key, b in built.items():
         run = rt_build.runner(b["runtime"], b["files"], handle.input_names)
-        logits = np.concatenate([np.asarray(run(test.sample(i))) for i in range(len(test))])
-        acc = bench_timing.top1(logits, test.labels)
+        data = held_out(b, test)  # a vocab-pruned bundle reads its own renumbered ids
+        logits = np.concatenate([np.asarray(run(data.sample(i))) for i in range(len(data))])
+        acc = bench_timing.top1(logits, data.labels)
         rows[key] = {"runtime": b["runtime"], "accuracy": acc, "drop_pts": 100 * (src_acc - acc),
                      "size_mb": rt_build.size_bytes(b["files"]) / 2**20,
                      **{k: b[k] for k in ("recipe", "quantization", "accuracy_control", "edgekit_accuracy", "stages")
                         if k in b}}
-        feed = test.sample(0)
+        feed = data.sample(0)
         fns[key] = (lambda r=run, f=feed: r(f))
     log(f"timing {len(fns)} variants: {args.rounds} rounds x {args.runs} runs, interleaved")
     timing = bench_timing.interleaved(fns, rounds=args.rounds, runs=args.runs)
@@ -153,12 +154,21 @@ def main(argv=None) -> int:
               "settings": timing["settings"], "rows": rows, "targets": verdicts,
               "command": "python benchmarks/transformer_int8.py" + (" --students" if args.students else ""),
               "elapsed_s": time.perf_counter() - T0}
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "transformer_int8.json").write_text(json.dumps(result, indent=1, default=str))
-    md = render(result)
-    (HERE / "results" / "transformer_int8.md").write_text(md)
-    print(md)
+    save_results("transformer_int8", result, render(result))
     return 0
+
+
+def held_out(built: dict, test):
+    """The held-out sentences as this variant reads them: an edgekit bundle's validation.npz (with
+    --test it is the test file, tokenized by the bundle's own tokenizer), else the source's tokens."""
+    import dataclasses
+    if "bundle" not in built:
+        return test
+    with np.load(Path(built["bundle"]) / "validation.npz") as z:
+        inputs = {k[len("input."):]: z[k] for k in z.files if k.startswith("input.")}
+        labels = z["labels"]
+    assert np.array_equal(labels, test.labels)  # the same sentences, in the same order
+    return dataclasses.replace(test, inputs=inputs, labels=labels)
 
 
 def _paired(rows, a: str, b: str) -> float:
