@@ -89,6 +89,11 @@ def main(argv=None) -> int:
     return 0
 
 
+def _held_drop(r: dict) -> str:
+    h = r.get("held_out") or {}
+    return f"{100 * (h['source'] - h['value']):+.2f}" if h.get("value") is not None else ""
+
+
 def render(o: dict) -> str:
     m = o["machine"]
     d = o["default_bundle"]
@@ -101,8 +106,9 @@ def render(o: dict) -> str:
              f"first feasible at trial {o['trials']['trials_to_first_feasible']}; search wall time {o['search_wall_s']:.0f} s; "
              f"stage cache: {o['stage_cache']['hits']} hits / {o['stage_cache']['misses']} misses, "
              f"{100 * o['stage_cache']['share_served']:.0f}% of stage seconds served from it.", "",
-             "| # | runtime | per-channel | student | prune | vocab | status | p95 UCB ms | MB | drop (tuning, pts) | violated |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| # | runtime | per-channel | student | prune | vocab | status | p95 UCB ms | MB | drop (tuning, pts) | "
+             "drop (held-out, pts; not used to choose) | violated |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in o["rows"]:
         p, ob, f = r["params"], r.get("objectives") or {}, r.get("figures") or {}
         viol = ", ".join(k for k, v in (r.get("constraints") or {}).items() if v > 0)
@@ -112,7 +118,7 @@ def render(o: dict) -> str:
         lines.append(f"| {r['index']} | {p['runtime']} | {p['per_channel']} | {p['student']} | {p['prune_ratio']:g} | "
                      f"{p['vocab']} | {status} | {ob.get('latency_p95_ucb_ms', float('nan')):.3f} | "
                      f"{ob.get('model_size_mb', float('nan')):.2f} | {100 * f.get('accuracy_drop_tuning', float('nan')):+.2f} | "
-                     f"{viol or r.get('error') or ''} |")
+                     f"{_held_drop(r)} | {viol or r.get('error') or ''} |")
     b = o["best"]
     lines += ["", "Best: " + (f"trial {b['trial']} {json.dumps(b['params'])}: p95 UCB {b['objectives']['latency_p95_ucb_ms']:.3f} ms, "
                               f"{b['objectives']['model_size_mb']:.2f} MB, held-out top-1 {b['held_out']['value']:.4f} "
@@ -122,4 +128,8 @@ def render(o: dict) -> str:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--render"]:  # redraw results/search_minilm.md from its JSON
+        o = json.loads((HERE / "results" / "search_minilm.json").read_text())
+        (HERE / "results" / "search_minilm.md").write_text(render(o))
+        raise SystemExit(0)
     raise SystemExit(main())

@@ -174,3 +174,15 @@ def test_ray_local_head_builds_the_trials(digits_example, tmp_path, space):
         assert built and all(r["built_on"] == "ray" for r in built)
     finally:
         subprocess.run([str(ray), "stop", "--force"], capture_output=True, timeout=120, env=env)
+
+
+def test_devices_bench_each_candidate_on_a_device_of_its_target(digits_example, tmp_path, space):
+    inv = tmp_path / "devices.toml"
+    inv.write_text(f'[[device]]\nname = "here"\ntransport = "local"\ntarget = "x86-avx2"\nworkdir = "{tmp_path / "dev"}"\n')
+    out = tmp_path / "s"
+    proc = run_cli(*_args(digits_example, out, space, "--trials", "2", "--devices", inv))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((out / "search.json").read_text())["targets"]["x86-avx2"]["trials"]
+    measured = [r for r in rows if r["status"] == "ok" and "repeat_of" not in r]
+    assert measured and all(r["measured_on"] == "device here" for r in measured)
+    assert all(Path(r["report"]).is_file() for r in measured)
