@@ -103,7 +103,7 @@ def render(o: dict) -> str:
              f"{d['source_held_out']:.4f}). Budgets: p95 <= {o['budgets']['latency_p95_ms']} ms (60%), <= 16 MB, "
              "drop <= 1 point (judged on the tuning data; held-out reported for the best).", "",
              f"Trials: {o['trials']['trials']} ({o['trials']['measured']} measured, {o['trials']['feasible']} feasible); "
-             f"first feasible at trial {o['trials']['trials_to_first_feasible']}; search wall time {o['search_wall_s']:.0f} s; "
+             f"first feasible after {o['trials']['trials_to_first_feasible']} trials (ledger #0 is the profile's own recipe); search wall time {o['search_wall_s']:.0f} s; "
              f"stage cache: {o['stage_cache']['hits']} hits / {o['stage_cache']['misses']} misses, "
              f"{100 * o['stage_cache']['share_served']:.0f}% of stage seconds served from it.", "",
              "| # | runtime | per-channel | student | prune | vocab | status | p95 UCB ms | MB | drop (tuning, pts) | "

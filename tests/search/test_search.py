@@ -146,10 +146,11 @@ def test_killed_search_resumes_to_the_same_ledger(digits_example, tmp_path, spac
 @pytest.mark.slow
 def test_workers_share_one_study(digits_example, tmp_path, space):
     out = tmp_path / "s"
-    proc = run_cli(*_args(digits_example, out, space, "--trials", "4", "--workers", "2"))
+    proc = run_cli(*_args(digits_example, out, space, "--trials", "2", "--workers", "2"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads((out / "search.json").read_text())["targets"]["x86-avx2"]["trials"]
-    assert len(rows) >= 4 and len({r["index"] for r in rows}) == len(rows)
+    # both workers finished a trial of the one study; a worker may start one more before it sees the count
+    assert len(rows) >= 2 and len({r["index"] for r in rows}) == len(rows)
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ def test_inspect_real_bundle(digits_bundles):
     assert [s["stage"] for s in info["stages"]][:2] == ["export", "quantize"]
     assert {p["stage"] for p in info["parity"]} == {"export", "quantize"}
     assert info["budgets"]["latency_p95_ms"] > 0 and None not in info["budgets"].values()
-    assert set(info["data"]) == {"calibration", "validation"}
+    assert set(info["data"]) == {"calibration", "tuning", "validation"}  # validation: held out
     assert info["versions"]["onnxruntime"]
     assert info["integrity"]["verified"] and not info["signature"]["present"]
     assert info["version"]["id"].startswith("x86-avx2@" + info["version"]["content_sha256"][:12])
