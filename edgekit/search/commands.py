@@ -70,5 +70,8 @@ def cmd_search(args) -> int:
                   f"{ho.get('value', float('nan')):.4f} (source {ho.get('source') or float('nan'):.4f})",
                   f"{n['trials']} / {n['feasible']}", cache)
     con.print(t)
+    for name, r in result.targets.items():
+        if r["best"] and r["best"].get("held_out_warning"):
+            con.print(f"[yellow]warning[/]: {name}: {r['best']['held_out_warning']}", highlight=False)
     print(f"ledger: {result.ledger}; page: {result.out / 'search.html'}")
     return result.exit_code

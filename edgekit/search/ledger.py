@@ -67,12 +67,28 @@ def summarize(rows: list[dict], target, out: Path) -> dict[str, Any]:
                                        else first + 1},
             "best": None if best is None else {"trial": best["index"], "params": best["params"],
                                                "objectives": best["objectives"], "figures": best["figures"],
-                                               "held_out": best.get("held_out"), "bundle": str(best_dir)},
+                                               "held_out": best.get("held_out"), "bundle": str(best_dir),
+                                               "held_out_warning": held_out_warning(best, target)},
             "pareto": pareto(rows), "nearest_miss": None if best is not None else nearest_miss(rows),
             "stage_cache": {"hits": sum(c["hits"] for c in cache), "misses": sum(c["misses"] for c in cache),
                             "seconds_saved": round(saved, 1), "seconds_spent": round(spent, 1),
                             "share_served": round(saved / (saved + spent), 4) if saved + spent else 0.0},
             "wall_s": round(sum(r.get("seconds_total", 0.0) for r in rows), 1)}
+
+
+def held_out_warning(best: dict, target) -> str | None:
+    """The held-out figure never chooses, but a chosen bundle that breaks the drop budget there is
+    said out loud: the tuning data were too few, or the stages' early stopping read them too."""
+    h, limit = best.get("held_out") or {}, target.budget.max_accuracy_drop
+    if limit is None or h.get("value") is None or h.get("source") is None or h.get("metric") != "top1":
+        return None
+    drop = h["source"] - h["value"]
+    if drop <= limit + 1e-9:
+        return None
+    return (f"the chosen bundle's held-out drop is {100 * drop:.2f} pts ({h.get('n')} items), over the "
+            f"{100 * limit:g}-point budget; on the tuning data it was "
+            f"{100 * best['figures'].get('accuracy_drop_tuning', float('nan')):.2f} pts: the tuning data are too "
+            "few to resolve the budget, or the stages' early stopping read them too")
 
 
 def _copy_best(src: Path, dest: Path) -> Path:

@@ -187,3 +187,15 @@ def test_devices_bench_each_candidate_on_a_device_of_its_target(digits_example, 
     measured = [r for r in rows if r["status"] == "ok" and "repeat_of" not in r]
     assert measured and all(r["measured_on"] == "device here" for r in measured)
     assert all(Path(r["report"]).is_file() for r in measured)
+
+
+def test_a_best_that_breaks_the_budget_on_held_out_data_is_said_out_loud():
+    from edgekit.search.ledger import held_out_warning
+    from edgekit.targets import load_targets
+    t = load_targets(["x86-avx2"])[0]   # max_accuracy_drop = 0.01
+    best = {"figures": {"accuracy_drop_tuning": 0.0}, "held_out": {"metric": "top1", "value": 0.83, "source": 0.90,
+                                                                   "n": 300}}
+    w = held_out_warning(best, t)
+    assert "held-out drop is 7.00 pts (300 items)" in w and "1-point budget" in w
+    best["held_out"]["value"] = 0.895
+    assert held_out_warning(best, t) is None
