@@ -288,3 +288,9 @@ def save_results(name: str, doc: dict, md: str) -> None:
     (results / f"{name}.json").write_text(json.dumps(doc, indent=1, default=str))
     (results / f"{name}.md").write_text(md)
     print(md)
+
+
+def machine_line(m: dict) -> str:
+    """The machine in one line for a results page: CPU, cores, the ISA flags that decide int8, load."""
+    isa = ", ".join(k for k, v in m["isa_flags"].items() if v)
+    return f"{m['cpu_model']}, {m['cpu_count']} cores; ISA {isa}; load at start {m['loadavg_start']}"

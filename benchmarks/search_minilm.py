@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from run_all import machine_info, save_results  # noqa: E402
+from run_all import machine_info, machine_line, save_results  # noqa: E402
 
 TEXT = ROOT / "examples" / "text"
 SPACE = """# benchmarks/search_minilm.py: every stage the MiniLM classifier can take, both x86 runtimes
@@ -95,10 +95,9 @@ def _held_drop(r: dict) -> str:
 
 
 def render(o: dict) -> str:
-    m = o["machine"]
     d = o["default_bundle"]
-    lines = [f"# Issue 16: edgekit search on the MiniLM example ({m['date']})", "",
-             f"{m['cpu_model']}, {m['cpu_count']} cores; `{o['command']}`. Default int8 bundle (x86-avx2): p95 upper "
+    lines = [f"# Issue 16: edgekit search on the MiniLM example ({o['machine']['date']})", "",
+             f"{machine_line(o['machine'])}; `{o['command']}`. Default int8 bundle (x86-avx2): p95 upper "
              f"bound {d['p95_ucb_ms']:.3f} ms, {d['size_mb']:.1f} MB, held-out top-1 {d['held_out']:.4f} (source "
              f"{d['source_held_out']:.4f}). Budgets: p95 <= {o['budgets']['latency_p95_ms']} ms (60%), <= 16 MB, "
              "drop <= 1 point (judged on the tuning data; held-out reported for the best).", "",

@@ -31,7 +31,7 @@ import bench_convert  # noqa: E402
 import bench_timing  # noqa: E402
 import numpy as np  # noqa: E402
 import rt_build  # noqa: E402
-from run_all import machine_info, save_results  # noqa: E402
+from run_all import machine_info, machine_line, save_results  # noqa: E402
 
 TEXT = ROOT / "examples" / "text"
 CALIB, TUNE, TEST = (TEXT / "debian_sections_calib.jsonl",) * 2 + (TEXT / "debian_sections_val.jsonl",)
@@ -202,10 +202,8 @@ def targets(rows: dict) -> list[dict]:
 
 
 def render(res: dict) -> str:
-    m = res["machine"]
-    lines = [f"# Issue 15: transformer int8 against the runtimes' defaults ({time.strftime('%Y-%m-%dT%H:%M:%S')})", "",
-             f"{m['cpu_model']}, {m['cpu_count']} cores; ISA {', '.join(k for k, v in m['isa_flags'].items() if v)}; load {m['loadavg_start']}; "
-             f"`{res['command']}`; {res['elapsed_s']:.0f} s. Held-out: {res['held_out']} ({res['n_test']} sentences, "
+    lines = [f"# Issue 15: transformer int8 against the runtimes' defaults ({res['machine']['date']})", "",
+             f"{machine_line(res['machine'])}; `{res['command']}`; {res['elapsed_s']:.0f} s. Held-out: {res['held_out']} ({res['n_test']} sentences, "
              f"source top-1 {res['source_accuracy_held_out']:.4f}); every edgekit choice judged on {res['tuning']}. "
              "Batch 1, sequence 64, 2 threads for every variant, interleaved rounds.", "",
              "| variant | runtime | held-out top-1 | drop (pts) | p50 ms | p95 ms | speed-up vs ORT fp32 (per-round median) | size MB |",
