@@ -166,9 +166,11 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
 
         task, labels = prep.task, prep.validation.labels
 
+        tuned: dict[int, dict] = {}  # id(artifact) -> its quality on the tuning split
+
         def evaluate(a) -> float:  # the task's margin on the tuning split: top-1, or how far inside the embedding floors
-            return task.margin(task.quality(run_all(opener(a, 1), prep.tuning)[0], prep.tuning_logits,
-                                            prep.tuning.labels), target)
+            tuned[id(a)] = task.quality(run_all(opener(a, 1), prep.tuning)[0], prep.tuning_logits, prep.tuning.labels)
+            return task.margin(tuned[id(a)], target)
         outcome = control(backend, fp, art, evaluate(art), task.source_margin(prep.tuning_quality, target),
                           prep.handle, target, prep.calibration, prep.tuning, work, evaluate,
                           task.max_drop(target))
@@ -186,8 +188,8 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
         logits = run_all(runner, prep.validation)[0]
         quality = task.quality(logits, prep.source_logits, labels)
         acc = task.score(quality)
-        # the shipped artifact's figures on the tuning split too: what `edgekit search` judges on
-        tq = task.quality(run_all(runner, prep.tuning)[0], prep.tuning_logits, prep.tuning.labels)
+        # the shipped artifact's figures on the tuning split too (from accuracy control): what `edgekit search` judges on
+        tq = tuned[id(art)]
         tuning_figures = {"n": len(prep.tuning), "value": task.score(tq),
                           "margin": task.margin(tq, target), "source_margin": task.source_margin(prep.tuning_quality, target),
                           **({"per_class": tq["per_class"], "source_per_class": prep.tuning_quality.get("per_class", {})}

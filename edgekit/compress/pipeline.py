@@ -272,11 +272,11 @@ def _vocab(stage: Stage, model, ctx: _Ctx, tok_dir, fallback):
         raise ConfigError(f"{ctx.where} (vocab): vocabulary pruning needs a text transformer with a Hugging Face "
                           "tokenizer (tokenizer.json) and an input_ids input")
     from tokenizers import Tokenizer
-    old_size = Tokenizer.from_file(str(tok_dir / "tokenizer.json")).get_vocab_size()
+    old = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
+    old_size, unk = old.get_vocab_size(), old.token_to_id("[UNK]")
     keep = vocab.kept_ids(tok_dir, ctx.train, stage.min_count)
     out = Path(tempfile.mkdtemp(prefix="edgekit-vocab-"))
     new = vocab.write_tokenizer(tok_dir, keep, out)
-    unk = Tokenizer.from_file(str(tok_dir / "tokenizer.json")).token_to_id("[UNK]")
     table = vocab.remap_table(new, old_size, new.get(unk, 0) if unk is not None else 0)
     student = copy.deepcopy(model)
     name = vocab.slice_embedding(student, old_size, keep)

@@ -99,7 +99,7 @@ def recover(study) -> list[dict]:
     optuna = _optuna()
     stale = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
     for t in stale:
-        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         if t.params:
             study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
     return [{"number": t.number, "params": t.params} for t in stale]

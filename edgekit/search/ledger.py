@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -199,6 +198,3 @@ def _svg(t: dict, w: int = 560, h: int = 360, pad: int = 50) -> str:
     s.append("</svg>")
     return "".join(s)
 
-
-def finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)

@@ -54,9 +54,6 @@ class Space:
     def to_dict(self) -> dict:
         return {"path": self.path, "values": {k: list(v) for k, v in self.values.items()}, "stages": self.stages}
 
-    def compresses(self) -> bool:
-        v = self.values
-        return any(s != "none" for s in v["student"]) or any(r > 0 for r in v["prune_ratio"]) or True in v["vocab"]
 
 
 def family(target) -> tuple[str, ...]:
@@ -169,10 +166,3 @@ def valid(params: dict) -> str | None:
     if params["precision"] not in PRECISIONS_OF[params["runtime"]]:
         return f"{params['runtime']} offers no {params['precision']}"
     return None
-
-
-def size(space: Space) -> int:
-    n = 1
-    for v in space.values.values():
-        n *= len(v)
-    return n

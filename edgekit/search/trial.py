@@ -32,7 +32,7 @@ def target_for(spec: dict):
     return dataclasses.replace(t, runtime=p["runtime"], precision=p["precision"], threads=p["threads"], quantization=q)
 
 
-def recipe_for(spec: dict, layers: int | None = None) -> dict | None:
+def recipe_for(spec: dict) -> dict | None:
     """The trial's stages as a recipe table (compress/recipe.py), or None when it compresses nothing."""
     p, fixed = spec["params"], spec.get("stages", {})
     stages: list[dict] = []
