@@ -284,6 +284,8 @@ def _vocab(stage: Stage, model, ctx: _Ctx, tok_dir, fallback):
     info = {"tokens_kept": int(len(keep)), "tokens_before": int(old_size), "embedding": name,
             "tokenizer": "renumbered copy (bundle tokenizer.json)",
             "validation_tokenization": vocab.check(tok_dir, out, ctx.validation.path, table, seq)}
+    if stage.positions:
+        info["positions"] = vocab.slice_positions(student, seq)
     return student, info, table, out
 
 

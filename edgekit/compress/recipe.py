@@ -49,7 +49,8 @@ _STAGE_KEYS: dict[str, dict[str, Any]] = {
     "prune": {"kind": str, "method": str, "ratio": _NUM, "importance": str, "finetune_epochs": int,
               "round_to": int, "structures": list, **_TRAIN},
     # vocabulary pruning (compress/vocab.py): no training, so no training keys
-    "vocab": {"kind": str, "min_count": int, "max_accuracy_drop": _NUM, "max_class_accuracy_drop": _NUM},
+    "vocab": {"kind": str, "min_count": int, "positions": bool, "max_accuracy_drop": _NUM,
+              "max_class_accuracy_drop": _NUM},
 }
 _REQUIRED = {"distill": ("student",), "prune": ("method", "ratio"), "vocab": ()}
 
@@ -72,6 +73,9 @@ class Stage:
     structures: tuple[str, ...] = STRUCTURES
     # vocab: a token is kept when it occurs at least this often in the training text
     min_count: int = 1
+    # vocab: also slice the position table to the sequence length (the bundle's tokenizer truncates
+    # there, so rows past it are never read; the model then refuses longer inputs)
+    positions: bool = False
     # training (distillation, and fine-tuning after pruning)
     temperature: float = 4.0
     alpha: float = 0.5
@@ -90,7 +94,7 @@ class Stage:
         if self.kind == "distill":
             return f"distill {self.student}"
         if self.kind == "vocab":
-            return f"vocab min_count {self.min_count}"
+            return f"vocab min_count {self.min_count}" + (" + positions" if self.positions else "")
         return f"prune {self.method} {self.ratio:g}"
 
     @property
@@ -99,7 +103,7 @@ class Stage:
 
     def hyperparameters(self) -> dict[str, Any]:
         if self.kind == "vocab":
-            keys: tuple[str, ...] = ("min_count", "max_accuracy_drop", "max_class_accuracy_drop")
+            keys: tuple[str, ...] = ("min_count", "positions", "max_accuracy_drop", "max_class_accuracy_drop")
         else:
             keys = (("student", "epochs") if self.kind == "distill" else
                     ("method", "ratio", "importance", "finetune_epochs", "round_to", "structures"))

@@ -26,7 +26,7 @@ def text(tmp_path_factory):
     (d / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     (d / "val.jsonl").write_text("\n".join(json.dumps({"text": t, "label": i % 3})
                                           for i, t in enumerate(HELD * 4)) + "\n")
-    (d / "recipe.toml").write_text('[[stage]]\nkind = "vocab"\n')
+    (d / "recipe.toml").write_text('[[stage]]\nkind = "vocab"\npositions = true\n')
     return d
 
 
@@ -73,6 +73,7 @@ def test_vocab_recipe_bundle_is_smaller_and_carries_the_new_tokenizer(tmp_path, 
     model = onnx.load(str(b / "model.onnx"))
     rows = [i.dims[0] for i in model.graph.initializer if len(i.dims) == 2 and i.dims[1] == 32]
     assert kept in rows and 30522 not in rows  # the word-embedding table holds the kept rows only
+    assert stage["positions"]["rows"] == 16 and 16 in rows and 512 not in rows  # position table: 16 rows
     with np.load(b / "validation.npz") as z:
         assert z["input.input_ids"].max() < kept
     # the bundle's own harness runs the pruned model on its held-out set
@@ -82,6 +83,24 @@ def test_vocab_recipe_bundle_is_smaller_and_carries_the_new_tokenizer(tmp_path, 
                           "--runs", "5", "--warmup", "1", "--min-seconds", "0.2", "--warmup-seconds", "0.1", "--trials", "1", "--skip-robustness", "--quiet"], capture_output=True, text=True, cwd=b, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert json.loads((tmp_path / "r.json").read_text())["accuracy"]["n"] == m["validation"]["n"]
+
+
+def test_sliced_position_table_gives_the_same_logits(tmp_path):
+    import torch
+    import transformers
+
+    from edgekit.compress import vocab
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(tiny_bert(tmp_path / "bert")).eval()
+    ids = torch.randint(0, 30522, (4, 16), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[2:, 10:] = 0
+    with torch.no_grad():
+        before = model(input_ids=ids, attention_mask=mask).logits
+        info = vocab.slice_positions(model, 16)
+        after = model(input_ids=ids, attention_mask=mask).logits
+    assert info["rows_before"] == 512 and info["rows"] == 16
+    assert model.bert.embeddings.position_embeddings.num_embeddings == 16
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
 
 
 def test_vocab_stage_needs_a_text_transformer(tmp_path, digits_example):
