@@ -74,11 +74,18 @@ def main(argv=None) -> int:
     def dyn(out, **kw):
         oq.quantize_dynamic(str(pre), str(out), **kw)
 
-    def static(out, act, method, reduce_range=False):
+    def static(out, act, method, reduce_range=False, cache=None):
         oq.quantize_static(str(pre), str(out), _reader(oq, cal), quant_format=oq.QuantFormat.QDQ, per_channel=True,
+                           calibration_cache_path=cache,
                            reduce_range=reduce_range, activation_type=act, weight_type=Q.QInt8,
                            calibrate_method=method, op_types_to_quantize=OPS,
                            extra_options={"CalibTensorRangeSymmetric": False})
+
+    def _entropy(out):
+        from edgekit.backends.onnxruntime import _entropy_ranges
+        cache = out.with_suffix(".ranges.json")
+        _entropy_ranges(oq, pre, OPS, cal, cache)
+        return str(cache)
 
     builds = {
         "dynamic": (lambda o: dyn(o, per_channel=False, reduce_range=False, op_types_to_quantize=OPS), False),
@@ -88,7 +95,10 @@ def main(argv=None) -> int:
         "static U8S8 rr minmax": (lambda o: static(o, Q.QUInt8, C.MinMax, reduce_range=True), False),
         "static S8S8 minmax": (lambda o: static(o, Q.QInt8, C.MinMax), True),
         "static S8S8 percentile": (lambda o: static(o, Q.QInt8, C.Percentile), True),
-        "static S8S8 entropy": (lambda o: static(o, Q.QInt8, C.Entropy), True),
+        # quantize_static's own entropy calibrator (128 bins, 128 quantized bins: one KL candidate,
+        # the full range, i.e. min-max) and edgekit's (2048 bins, backends/onnxruntime._entropy_ranges)
+        "static S8S8 entropy (quantize_static, 128 bins)": (lambda o: static(o, Q.QInt8, C.Entropy), True),
+        "static S8S8 entropy (2048 bins)": (lambda o: static(o, Q.QInt8, C.Entropy, cache=_entropy(o)), True),
     }
     paths = {"fp32": (fp.path / "model.onnx", False)}
     for name, (build, ref) in builds.items():

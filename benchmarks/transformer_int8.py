@@ -9,7 +9,10 @@ used in fine-tuning either: examples/text/finetune_minilm.py trains a fixed 3 ep
 Variants: ORT fp32 (edgekit's export), the anchors (ORT quantize_dynamic defaults; NNCF defaults;
 NNCF's transformer preset, model_type=TRANSFORMER) and edgekit's int8 bundles for the x86 profiles
 (x86-avx2, x86-vnni: ONNX Runtime; intel-cpu-openvino: OpenVINO). With --students, also the recipe
-students (distilled 3-layer, distilled + vocabulary-pruned) converted for x86-avx2.
+students (distilled 3-layer, distilled + vocabulary-pruned) converted for x86-avx2. With --litert,
+also the rpi5 bundle (LiteRT, dynamic range for transformers) and the same profile with
+`[quantization.transformer] mode = "static"` (full integer, int8 embedding tables), timed here with
+XNNPACK (x86 timings say nothing about a Pi; size and held-out accuracy carry over).
 Writes benchmarks/results/transformer_int8.json and .md.
 Usage: python benchmarks/transformer_int8.py [--source build/minilm-debian] [--students] [--rounds 12]
 """
@@ -53,7 +56,26 @@ def bundle_entry(r, runtime: str) -> dict:
             "quantization": m["conversion"].get("quantization"), "size_mb": r.size_mb}
 
 
-def build(source: str, work: Path, students: bool) -> tuple[dict, object]:
+def litert_variants(source: str, work: Path) -> dict:
+    """rpi5 as shipped, and rpi5 with full-integer int8 for transformers (a copy of the profile)."""
+    from edgekit.convert import convert
+    out = {}
+    static = work / "rpi5-static.toml"
+    text = (ROOT / "targets" / "rpi5.toml").read_text().replace('name = "rpi5"', 'name = "rpi5-static"', 1)
+    static.write_text(text.replace("\n[budget]", '\n[quantization.transformer]\nmode = "static"\n\n[budget]', 1))
+    for key, profile in (("edgekit rpi5 (LiteRT dynamic range)", "rpi5"),
+                         ("edgekit rpi5 full-integer (LiteRT static)", str(static))):
+        t0 = time.perf_counter()
+        r = convert(source, [profile], str(CALIB), str(TUNE), work / "litert", test=str(TEST), progress=False,
+                    ignore_budgets=True)[0]
+        m = json.loads((r.path / "manifest.json").read_text())
+        out[key] = {**bundle_entry(r, "litert"), "convert_seconds": time.perf_counter() - t0,
+                    "params": m["conversion"]["estimate"]["params"]}
+        log(f"  {key}: {r.size_mb:.1f} MB, held-out {r.accuracy:.4f}")
+    return out
+
+
+def build(source: str, work: Path, students: bool, litert: bool = False) -> tuple[dict, object]:
     from edgekit.convert import convert
     from edgekit.data import load_data
     from edgekit.source import load
@@ -93,6 +115,18 @@ def build(source: str, work: Path, students: bool) -> tuple[dict, object]:
         out[key] = {"runtime": "openvino", "files": [xml, xml.with_suffix(".bin")],
                     "recipe": what + f", {len(feeds)} calibration samples"}
     del ovfp
+    # Static [1, 64] copies of edgekit's OpenVINO int8 IR and of the NNCF-defaults anchor: what
+    # `static_shapes = true` in the profile would ship (the server then runs requests one at a time).
+    for key in ("edgekit intel-cpu-openvino", "anchor NNCF defaults"):
+        m = ov.Core().read_model(str(out[key]["files"][0]))
+        m.reshape({p.get_any_name(): [1, 64] for p in m.inputs})
+        xml = work / "static" / key.replace(" ", "_") / "model.xml"
+        xml.parent.mkdir(parents=True, exist_ok=True)
+        ov.save_model(m, str(xml), compress_to_fp16=False)
+        out[f"{key}, static [1, 64]"] = {"runtime": "openvino", "files": [xml, xml.with_suffix(".bin")],
+                                        "recipe": f"{key}'s IR reshaped to [1, 64] (model.reshape)"}
+    if litert:
+        out.update(litert_variants(source, work))
     if students:
         for key, recipe in STUDENTS.items():
             log(f"{key}: {recipe}")
@@ -116,6 +150,7 @@ def main(argv=None) -> int:
     ap.add_argument("--source", default=str(ROOT / "build" / "minilm-debian"))
     ap.add_argument("--work", default=str(HERE / "work" / "transformer_int8"))
     ap.add_argument("--students", action="store_true")
+    ap.add_argument("--litert", action="store_true", help="also the LiteRT (rpi5) bundles, dynamic and full-integer")
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--runs", type=int, default=25)
     args = ap.parse_args(argv)
@@ -123,7 +158,7 @@ def main(argv=None) -> int:
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     info = machine_info()
-    built, handle = build(args.source, work, args.students)
+    built, handle = build(args.source, work, args.students, args.litert)
     from edgekit.data import load_data
     test = load_data(str(TEST), handle, sequence_length=64, role="validation")
     source_logits = np.concatenate([handle.runner()(test.sample(i))[0] for i in range(len(test))])
@@ -138,6 +173,8 @@ def main(argv=None) -> int:
                      "size_mb": rt_build.size_bytes(b["files"]) / 2**20,
                      **{k: b[k] for k in ("recipe", "quantization", "accuracy_control", "edgekit_accuracy", "stages")
                         if k in b}}
+        if "params" in b:  # int8 file against one byte per parameter
+            rows[key]["file_vs_params_bytes"] = rt_build.size_bytes(b["files"]) / b["params"]
         feed = data.sample(0)
         fns[key] = (lambda r=run, f=feed: r(f))
     log(f"timing {len(fns)} variants: {args.rounds} rounds x {args.runs} runs, interleaved")
@@ -152,7 +189,8 @@ def main(argv=None) -> int:
     result = {"machine": info, "source": args.source, "source_accuracy_held_out": src_acc, "n_test": len(test),
               "tuning": str(TUNE.relative_to(ROOT)), "held_out": str(TEST.relative_to(ROOT)),
               "settings": timing["settings"], "rows": rows, "targets": verdicts,
-              "command": "python benchmarks/transformer_int8.py" + (" --students" if args.students else ""),
+              "command": "python benchmarks/transformer_int8.py" + (" --students" if args.students else "")
+                         + (" --litert" if args.litert else ""),
               "elapsed_s": time.perf_counter() - T0}
     save_results("transformer_int8", result, render(result))
     return 0
@@ -180,7 +218,7 @@ def targets(rows: dict) -> list[dict]:
     out = []
     anchors = [k for k in rows if k.startswith("anchor") and rows[k]["drop_pts"] <= 0.5]
     fastest = min(anchors, key=lambda k: rows[k]["p50"]) if anchors else None
-    ek = [k for k in rows if k.startswith("edgekit ")]
+    ek = [k for k in rows if k.startswith("edgekit ") and "static" not in k and "litert" != rows[k]["runtime"]]
     ok = [k for k in ek if rows[k]["drop_pts"] <= 0.3 and fastest and
           _paired(rows, k, fastest) <= 1.0 and _paired(rows, k, "anchor ORT quantize_dynamic") <= 1.0]
     out.append({"target": "x86 int8: drop <= 0.3 pts at p50 <= fastest anchor within 0.5 pts and <= ORT quantize_dynamic",
@@ -191,6 +229,16 @@ def targets(rows: dict) -> list[dict]:
     if "edgekit intel-cpu-openvino" in rows:
         r = _paired(rows, "edgekit intel-cpu-openvino", "anchor NNCF defaults")
         out.append({"target": "OpenVINO int8 p50 <= NNCF defaults' p50", "met": r <= 1.0, "ratio": r})
+        if "edgekit intel-cpu-openvino, static [1, 64]" in rows:  # informational: the same lever on both
+            out.append({"target": "(static shapes) OpenVINO int8 [1, 64] p50 <= NNCF defaults' at the same shape",
+                        "met": _paired(rows, "edgekit intel-cpu-openvino, static [1, 64]",
+                                       "anchor NNCF defaults, static [1, 64]") <= 1.0,
+                        "ratio": _paired(rows, "edgekit intel-cpu-openvino, static [1, 64]", "anchor NNCF defaults, static [1, 64]"),
+                        "vs_defaults_dynamic": _paired(rows, "edgekit intel-cpu-openvino, static [1, 64]", "anchor NNCF defaults")})
+    for key in [k for k in rows if "file_vs_params_bytes" in rows[k]]:
+        r = rows[key]
+        out.append({"target": f"{key}: LiteRT int8 file <= 1.1 x params bytes", "met": r["file_vs_params_bytes"] <= 1.1,
+                    "ratio": r["file_vs_params_bytes"], "size_mb": r["size_mb"], "drop_pts": r["drop_pts"]})
     for key, size in zip(STUDENTS, (None, 8.0, 8.0)):
         if key in rows:
             r = rows[key]

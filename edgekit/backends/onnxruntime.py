@@ -377,8 +377,14 @@ class OnnxRuntimeBackend:
         from onnxruntime import quantization as oq
         method = {"minmax": oq.CalibrationMethod.MinMax, "entropy": oq.CalibrationMethod.Entropy,
                   "percentile": oq.CalibrationMethod.Percentile}[q["calibrate_method"]]
+        # Ranges are cached per method: the back-off's rungs reuse them instead of calibrating again
+        # (excluding a node from quantization does not change any tensor's range).
+        cache = out.parent / f"calibration_{q['calibrate_method']}_{len(calibration)}_{pre.stem}.json"
         with _quiet():
+            if method == oq.CalibrationMethod.Entropy and not cache.is_file():
+                _entropy_ranges(oq, pre, q["op_types"], calibration, cache)
             oq.quantize_static(str(pre), str(out), _reader(oq, calibration), quant_format=oq.QuantFormat.QDQ,
+                               calibration_cache_path=str(cache),
                                per_channel=q["per_channel"], reduce_range=q["reduce_range"],
                                activation_type=_QTYPE[q["activation_type"]](oq),
                                weight_type=_QTYPE[q["weight_type"]](oq),
@@ -405,7 +411,8 @@ class OnnxRuntimeBackend:
             first = self._static(artifact, pre, {**q, "mode": "static", "calibrate_method": "minmax"},
                                  calibration.head(min(len(calibration), 16)), workdir / "model_rank_qdq.onnx").path
         ranking = _sensitivity(pre, first, calibration.head(min(len(calibration), 16)), workdir)
-        if not q["per_channel"]:
+        per_channel_rung = not q["per_channel"]
+        if per_channel_rung:
             # First rung, before any layer goes back to float: per-channel weight scales cost no
             # size and ~1% time (paired ratio 1.013 vs per-tensor on MiniLM), and lifted MiniLM's
             # embeddings from mean cosine 0.958 to 0.993 (recall@10 0.780 -> 0.894; README, issue 12).
@@ -421,6 +428,10 @@ class OnnxRuntimeBackend:
                 art.details["quantization"]["fusions"] = "as the first attempt (model_fused.onnx)"
             art.details["backoff"] = "per-channel weights"
             yield art, []
+        if not dynamic:
+            current = art if per_channel_rung else Artifact("onnxruntime", first, "int8", [first],
+                                                            {**artifact.details, "quantization": q})
+            q = yield from self._calibration_rungs(artifact, pre, q, calibration, workdir, evaluate, current)
         k = 1
         while ranking and k <= len(ranking):
             excluded = ranking[:k]
@@ -431,8 +442,50 @@ class OnnxRuntimeBackend:
                 break
             k = min(2 * k, len(ranking))
 
+    def _calibration_rungs(self, artifact: Artifact, pre: Path, q: dict, calibration, workdir: Path, evaluate,
+                           current: Artifact):
+        """Static int8, before any layer goes back to float: the other calibration methods, each
+        measured (the caller stops at the first within budget). Returns the settings the layer
+        rungs continue with: the best-scoring method's (ties keep the profile's). Which method wins
+        depends on the model: on the MiniLM example's S8S8 QDQ, min-max and entropy lost 1.33
+        points, percentile 0.67 (benchmarks/results/minilm_int8_study.md)."""
+        from ..targets import CALIBRATE_METHODS
+        best, best_score = q, (evaluate(current) if evaluate is not None else None)
+        for method in [m for m in CALIBRATE_METHODS if m != q["calibrate_method"]]:
+            trial = {**q, "calibrate_method": method}
+            art = self._static(artifact, pre, trial, calibration, workdir / f"model_int8_{method}.onnx")
+            art.details["backoff"] = f"calibrate_method {method}"
+            yield art, []
+            if evaluate is not None:
+                score = evaluate(art)
+                if score > best_score:
+                    best, best_score = trial, score
+        return best
+
     def open(self, artifact: Artifact, threads: int = 1, reference: bool = False):
         return open_session(artifact.path, threads, reference=reference and artifact.precision.startswith("int8"))
+
+
+# TensorRT's entropy calibration: a 2048-bin histogram, thresholds searched over 128 quantized bins
+# (Migacz, "8-bit Inference with TensorRT", GTC 2017). quantize_static builds its entropy
+# calibrator with num_bins = num_quantized_bins = 128 and passes no option to change that, so its
+# KL search has a single candidate, the full range: "entropy" came out byte-identical to min-max
+# (onnxruntime 1.32, tests/backends/test_onnxruntime.py). The ranges are computed here instead and
+# handed to quantize_static through its calibration cache.
+_ENTROPY_BINS, _ENTROPY_QUANTIZED_BINS = 2048, 128
+
+
+def _entropy_ranges(oq, pre: Path, op_types, calibration, cache: Path) -> None:
+    import tempfile
+
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    with tempfile.TemporaryDirectory(prefix="edgekit-entropy-") as tmp:
+        calibrator = create_calibrator(pre, op_types, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=oq.CalibrationMethod.Entropy,
+                                       extra_options={"symmetric": False, "num_bins": _ENTROPY_BINS,
+                                                      "num_quantized_bins": _ENTROPY_QUANTIZED_BINS})
+        calibrator.collect_data(_reader(oq, calibration))
+        save_tensors_data(calibrator.compute_data(), cache)
 
 
 def _reader(oq, data):

@@ -61,3 +61,27 @@ def test_dynamic_mode_and_its_backoff(setup, tmp_path):
     out = first_output(backend.open(all_float, 1), val)
     ref = first_output(backend.open(fp, 1), val)
     assert np.abs(out - ref).max() < 1e-4
+
+
+def test_static_backoff_measures_the_other_calibration_methods_first(setup, tmp_path):
+    """Static int8 over budget: before any layer goes back to float, the other calibration methods
+    are tried (each a real calibration); the layer rungs then use the best-scoring one."""
+    import itertools
+    handle, calib, val = setup
+    backend = OnnxRuntimeBackend()
+    target = _target(mode="static", per_channel=True, calibrate_method="minmax")
+    fp = backend.export(handle, target, tmp_path, calib.inputs)
+    first = backend.quantize(fp, handle, target, calib, tmp_path)
+    seen = []
+
+    def evaluate(art):
+        seen.append(art.details["quantization"]["calibrate_method"])
+        return accuracy(first_output(backend.open(art, 1), val), val.labels)
+
+    tried = list(itertools.islice(backend.backoff(fp, handle, target, calib, val, tmp_path, evaluate, 0.0), 3))
+    rungs = [(a.details.get("backoff"), a.details["quantization"]["calibrate_method"], ex) for a, ex in tried[:2]]
+    assert rungs == [("calibrate_method entropy", "entropy", []), ("calibrate_method percentile", "percentile", [])]
+    outs = [first_output(backend.open(a, 1), val) for a in (first, tried[0][0], tried[1][0])]
+    assert not np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[0], outs[2])  # other ranges
+    layer_rung, excluded = tried[2]
+    assert len(excluded) == 1 and layer_rung.details["quantization"]["calibrate_method"] in seen
