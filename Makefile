@@ -81,7 +81,7 @@ bench: bench-x86 $(MINILM)/config.json
 	$(BIN)/python benchmarks/minilm_int8_study.py --source $(MINILM)
 	$(BIN)/python benchmarks/compress_bench.py --work benchmarks/work/compress_digits
 	$(BIN)/python benchmarks/compress_minilm.py --source $(MINILM)
-	$(BIN)/python benchmarks/transformer_int8.py --source $(MINILM) --students
+	$(BIN)/python benchmarks/transformer_int8.py --source $(MINILM) --students --litert
 	$(BIN)/python benchmarks/search_minilm.py --source $(MINILM) --time-budget 1500
 
 bench-x86: $(STAMP)
