@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .accuracy import control
+from .accuracy import choose_calibration, control
 from .backends import get_backend
 from .budget import Estimate, check_estimate, check_size, estimate
 from .bundle import BundleWriter, copy_harness, copy_server, save_npz, write_manifest
@@ -155,8 +155,6 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
             raise BackendError(f"{prep.handle.spec}: the {target.runtime} export differs from PyTorch by "
                                f"{parity[0].max_abs_diff:.3g} (max abs) on the calibration samples; "
                                f"expected <= {EXPORT_ATOL} (a broken export)")
-        art = backend.quantize(fp, prep.handle, target, prep.calibration, work)
-
         # This machine's int8 kernels are the target's only when its CPU is the target's class: an
         # ARM or VNNI target is judged on the runtime's reference arithmetic instead (host_matches).
         ref_arith = target.runtime == "onnxruntime" and not host_matches(target)
@@ -168,9 +166,27 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
 
         tuned: dict[int, dict] = {}  # id(artifact) -> its quality on the tuning split
 
+        outputs: dict[int, np.ndarray] = {}  # id(artifact) -> its first output on the tuning split
+
         def evaluate(a) -> float:  # the task's margin on the tuning split: top-1, or how far inside the embedding floors
-            tuned[id(a)] = task.quality(run_all(opener(a, 1), prep.tuning)[0], prep.tuning_logits, prep.tuning.labels)
+            outputs[id(a)] = run_all(opener(a, 1), prep.tuning)[0]
+            tuned[id(a)] = task.quality(outputs[id(a)], prep.tuning_logits, prep.tuning.labels)
             return task.margin(tuned[id(a)], target)
+
+        def fidelity(a) -> float:  # relative squared error of those outputs against the source's
+            src = np.asarray(prep.tuning_logits, np.float64)
+            return float(np.mean((outputs[id(a)] - src) ** 2) / max(np.mean(src ** 2), 1e-30))
+        calibration_choice = None
+        if target.int8_for(prep.handle.is_transformer).calibrate_method == "auto":
+            target, art, tried = choose_calibration(backend, fp, prep.handle, target, prep.calibration, work,
+                                                    evaluate, fidelity)
+            calibration_choice = {"chosen": target.int8_for(prep.handle.is_transformer).calibrate_method,
+                                  "tried": tried, "judged_on": "tuning",
+                                  **({} if tried else {"note": "this precision/mode calibrates nothing"})}
+        else:
+            art = None
+        if art is None:
+            art = backend.quantize(fp, prep.handle, target, prep.calibration, work)
         outcome = control(backend, fp, art, evaluate(art), task.source_margin(prep.tuning_quality, target),
                           prep.handle, target, prep.calibration, prep.tuning, work, evaluate,
                           task.max_drop(target))
@@ -246,6 +262,7 @@ def convert_one(prep: Prepared, target: TargetProfile, out: Path, *, name: str,
             "conversion": {"precision": art.precision, **art.details,
                            "parity": [p.to_dict() for p in parity],
                            "accuracy_control": {**outcome.to_dict(), "judged_on": prep.tuning.describe()},
+                           **({"calibration_choice": calibration_choice} if calibration_choice else {}),
                            "tuning_accuracy": tuning_figures,
                            "estimate": estimate_for(prep, target).to_dict(),
                            "budgets_checked_at_conversion": check_budgets,

@@ -81,3 +81,17 @@ def test_one_target_over_budget_does_not_cost_the_others(digits_example, tmp_pat
     assert [r.name for r in e.value.results] == ["x86-avx2"]
     assert (tmp_path / "out" / "x86-avx2" / "manifest.json").is_file()
     assert not (tmp_path / "out" / "tiny-mcu").exists()
+
+
+def test_auto_calibration_measures_each_method_on_the_tuning_split(digits_example, tmp_path):
+    prof = _profile(tmp_path, "auto", '[quantization]\ncalibrate_method = "auto"\n', "max_accuracy_drop = 0.05\n")
+    r = convert(str(digits_example["model"]), [str(prof)], str(digits_example["calibration"]),
+                str(digits_example["validation"]), tmp_path / "out", progress=False)[0]
+    m = read_manifest(r.path)
+    choice = m["conversion"]["calibration_choice"]
+    assert [t["calibrate_method"] for t in choice["tried"]] == ["minmax", "percentile", "entropy"]
+    assert all(t["output_error"] > 0 for t in choice["tried"])  # int8 outputs differ from the source's
+    best = max(choice["tried"], key=lambda t: (t["score"], -t["output_error"]))  # ties: the outputs' error
+    assert choice["chosen"] == best["calibrate_method"] and choice["judged_on"] == "tuning"
+    assert m["target"]["quantization"]["calibrate_method"] == best["calibrate_method"]  # resolved, recorded
+    assert m["conversion"]["accuracy_control"]["attempts"][0]["accuracy"] == best["score"]

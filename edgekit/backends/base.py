@@ -5,6 +5,9 @@
     quantize(artifact, handle, target, calibration, workdir) -> Artifact (the profile's precision)
     open(artifact, threads)              -> callable(dict[str, ndarray]) -> list[ndarray]
 
+Optional: `backoff(...)` (accuracy-aware int8: artifacts with more and more in float, accuracy.py)
+and `calibrate_methods` (the distinct calibration methods calibrate_method = "auto" tries).
+
 Heavy imports (onnxruntime, openvino, litert) happen inside these functions, so `import edgekit`
 stays light and a missing runtime is reported only when a profile needs it.
 """

@@ -266,6 +266,8 @@ def int8_embeddings(module):
 
 
 class LiteRtBackend:
+    # calibrate_method = "auto": percentile and entropy are one observer here (HistogramObserver)
+    calibrate_methods = ("minmax", "entropy")
     name = "litert"
     extra = "litert"
     model_format = "tflite"

@@ -281,6 +281,7 @@ def _unsupported_op(message: str) -> str | None:
 
 
 class OnnxRuntimeBackend:
+    calibrate_methods = ("minmax", "percentile", "entropy")  # calibrate_method = "auto" tries these
     name = "onnxruntime"
     extra = "onnxruntime"
     model_format = "onnx"

@@ -196,6 +196,8 @@ def _nncf_dataset(nncf, data):
 
 
 class OpenVinoBackend:
+    # calibrate_method = "auto" tries these (NNCF range estimators MINMAX, MEAN_QUANTILE, HISTOGRAM)
+    calibrate_methods = ("minmax", "percentile", "entropy")
     name = "openvino"
     extra = "openvino"
     model_format = "openvino-ir"
