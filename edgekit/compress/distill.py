@@ -17,8 +17,10 @@ hidden states for transformers (TinyBERT-style, embeddings included).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
+import types
 from pathlib import Path
 from typing import Any, Callable
 
@@ -211,7 +213,7 @@ def train(student: nn.Module, teacher: nn.Module, *, names: list[str], train_dat
     val_labels = validation.labels
     acc0 = accuracy(T.predict(student, validation, names), val_labels)
     history = [acc0]
-    if epochs == 0:
+    if epochs == 0 and not stage.qat_epochs:
         info.update(epochs_run=0, best_epoch=0, validation_accuracy_by_epoch=history, seconds=0.0)
         return student, info
     T.set_train(teacher, False)
@@ -231,56 +233,129 @@ def _fit(student, teacher, names, train_data, validation, stage, epochs, is_tran
     val_labels = validation.labels
     cached = None if pairs else torch.from_numpy(T.predict(teacher, train_data, names, stage.batch_size * 2))
     params = [p for p in student.parameters() if p.requires_grad]
-    n = len(train_data)
-    steps_per_epoch = (n + stage.batch_size - 1) // stage.batch_size
-    total = steps_per_epoch * epochs
     best_acc, best_epoch, best_state = acc0, 0, copy.deepcopy(student.state_dict())
-    has_mask = "attention_mask" in names
+    step = _stepper(student, teacher, names, train_data, stage, is_transformer, pairs, cached, after_step)
     with T.seeded(stage.seed) as gen:
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=info["weight_decay"])
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / total))
+        opt, sched = _optimizer(params, lr, info["weight_decay"], len(train_data), stage.batch_size, epochs)
         epoch = 0
         for epoch in range(1, epochs + 1):
-            T.set_train(student, True)
-            losses = []
-            for idx in torch.randperm(n, generator=gen).split(stage.batch_size):
-                i = idx.numpy()
-                args = T.batch(train_data, names, i)
-                labels = None if train_data.labels is None else torch.from_numpy(
-                    np.asarray(train_data.labels[i], dtype=np.int64))
-                if pairs:
-                    s_out = _hf_call(student, names, args)
-                    with torch.no_grad():
-                        t_out = _hf_call(teacher, names, args)
-                    loss = kd_loss(s_out.logits, t_out.logits, labels, stage.temperature, stage.alpha)
-                    mask = args[names.index("attention_mask")] if has_mask else None
-                    loss = loss + stage.hidden_loss_weight * _hidden_mse(
-                        s_out.hidden_states, t_out.hidden_states, pairs, mask)
-                else:
-                    s_logits = T.logits_of(student(*args))
-                    loss = kd_loss(s_logits, cached[i], labels, stage.temperature, stage.alpha)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if is_transformer:
-                    torch.nn.utils.clip_grad_norm_(params, 1.0)
-                opt.step()
-                sched.step()
-                if after_step is not None:
-                    after_step(student)
-                losses.append(float(loss.detach()))
-                if progress is not None:
-                    progress(1, f"epoch {epoch}/{epochs} loss {np.mean(losses):.4f} "
-                                f"val {history[-1]:.4f} (best {best_acc:.4f})")
+            loss = step(gen, opt, sched, params, progress, f"epoch {epoch}/{epochs}", history, best_acc)
             acc = accuracy(T.predict(student, validation, names), val_labels)
             history.append(acc)
             if acc > best_acc:
                 best_acc, best_epoch, best_state = acc, epoch, copy.deepcopy(student.state_dict())
             if progress is not None:
-                progress(0, f"epoch {epoch}/{epochs} loss {np.mean(losses):.4f} val {acc:.4f} (best {best_acc:.4f})")
+                progress(0, f"epoch {epoch}/{epochs} loss {loss:.4f} val {acc:.4f} (best {best_acc:.4f})")
             if epoch - best_epoch >= stage.patience:
                 break
-    student.load_state_dict(best_state)
+        student.load_state_dict(best_state)
+        if stage.qat_epochs:
+            info["qat"] = _qat(student, validation, names, stage, step, gen, params, lr, info, progress,
+                               len(train_data))
     T.set_train(student, False)
     info.update(epochs_run=epoch, best_epoch=best_epoch, validation_accuracy_by_epoch=history,
                 early_stopped=epoch < epochs, seconds=round(time.perf_counter() - t0, 2))
     return student, info
+
+
+def _optimizer(params, lr, weight_decay, n, batch_size, epochs):
+    total = max(1, ((n + batch_size - 1) // batch_size) * epochs)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / total))
+
+
+def _stepper(student, teacher, names, train_data, stage, is_transformer, pairs, cached, after_step):
+    """One epoch of distillation over the shuffled training data; returns the mean loss."""
+    n, has_mask = len(train_data), "attention_mask" in names
+
+    def epoch(gen, opt, sched, params, progress, label, history, best_acc) -> float:
+        T.set_train(student, True)
+        losses = []
+        for idx in torch.randperm(n, generator=gen).split(stage.batch_size):
+            i = idx.numpy()
+            args = T.batch(train_data, names, i)
+            labels = None if train_data.labels is None else torch.from_numpy(
+                np.asarray(train_data.labels[i], dtype=np.int64))
+            if pairs:
+                s_out = _hf_call(student, names, args)
+                with torch.no_grad():
+                    t_out = _hf_call(teacher, names, args)
+                loss = kd_loss(s_out.logits, t_out.logits, labels, stage.temperature, stage.alpha)
+                mask = args[names.index("attention_mask")] if has_mask else None
+                loss = loss + stage.hidden_loss_weight * _hidden_mse(
+                    s_out.hidden_states, t_out.hidden_states, pairs, mask)
+            else:
+                s_logits = T.logits_of(student(*args))
+                loss = kd_loss(s_logits, cached[i], labels, stage.temperature, stage.alpha)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if is_transformer:
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            if after_step is not None:
+                after_step(student)
+            losses.append(float(loss.detach()))
+            if progress is not None:
+                progress(1, f"{label} loss {np.mean(losses):.4f} val {history[-1]:.4f} (best {best_acc:.4f})")
+        return float(np.mean(losses))
+    return epoch
+
+
+# ---------------------------------------------------------------------------------------------
+# quantization-aware epochs
+
+
+QAT_LR_FACTOR = 0.1  # QAT fine-tunes a trained model: a tenth of the stage's rate (a common choice)
+
+
+def _qat(student, validation, names, stage, step, gen, params, lr, info, progress, n: int) -> dict:
+    """`stage.qat_epochs` more epochs with every nn.Linear fake-quantized as int8 runtimes run it
+    (fake_quant below), starting from the best float state; the best of them by fake-quantized
+    validation accuracy is kept, or the float state if none beats it (epoch 0 here)."""
+    val_labels = validation.labels
+    with fake_quant(student):
+        acc0 = accuracy(T.predict(student, validation, names), val_labels)
+        best_acc, best_epoch, best_state, hist = acc0, 0, copy.deepcopy(student.state_dict()), [acc0]
+        opt, sched = _optimizer(params, lr * QAT_LR_FACTOR, info["weight_decay"], n,
+                                stage.batch_size, stage.qat_epochs)
+        for e in range(1, stage.qat_epochs + 1):
+            step(gen, opt, sched, params, progress, f"qat epoch {e}/{stage.qat_epochs}", hist, best_acc)
+            acc = accuracy(T.predict(student, validation, names), val_labels)
+            hist.append(acc)
+            if acc > best_acc:
+                best_acc, best_epoch, best_state = acc, e, copy.deepcopy(student.state_dict())
+    student.load_state_dict(best_state)
+    return {"epochs": stage.qat_epochs, "learning_rate": lr * QAT_LR_FACTOR, "best_epoch": best_epoch,
+            "fake_quantized_validation_accuracy_by_epoch": hist,
+            "scheme": "nn.Linear: weights int8 symmetric per tensor (max|w| / 127), inputs uint8 asymmetric "
+                      "per sample (min/max), straight-through gradients: ONNX Runtime's dynamic int8 (MatMulInteger)"}
+
+
+@contextlib.contextmanager
+def fake_quant(model: nn.Module):
+    """Every nn.Linear computes as ONNX Runtime's dynamic int8 does (quantize_dynamic: weights int8
+    symmetric per tensor, scale max|w| / 127; inputs DynamicQuantizeLinear: uint8 asymmetric over
+    the whole tensor, which at batch 1 is per sample), with straight-through gradients. Fused QKV
+    (QAttention) shares one weight scale over three matrices; this keeps one per matrix."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    for m in linears:
+        m.forward = types.MethodType(_fq_linear, m)
+    try:
+        yield model
+    finally:
+        for m in linears:
+            del m.forward
+
+
+def _fq_linear(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    w = self.weight
+    s = w.detach().abs().amax().clamp(min=1e-12) / 127.0
+    wq = w + (torch.clamp(torch.round(w / s), -127, 127) * s - w).detach()
+    dims = tuple(range(1, x.dim()))
+    lo = x.detach().amin(dim=dims, keepdim=True).clamp(max=0.0)
+    hi = x.detach().amax(dim=dims, keepdim=True).clamp(min=0.0)
+    scale = ((hi - lo) / 255.0).clamp(min=1e-12)
+    zero = torch.round(-lo / scale)
+    xq = (torch.clamp(torch.round(x / scale) + zero, 0, 255) - zero) * scale
+    return F.linear(x + (xq - x).detach(), wq, self.bias)

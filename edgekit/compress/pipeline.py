@@ -182,6 +182,7 @@ class _Ctx:
 
 
 def _epochs_bar(ctx: _Ctx, stage: Stage, epochs: int) -> Callable:
+    epochs += stage.qat_epochs  # quantization-aware epochs follow the float ones (distill._qat)
     if epochs == 0:
         return None
     steps = (len(ctx.train) + stage.batch_size - 1) // stage.batch_size

@@ -41,7 +41,7 @@ _TOP: dict[str, Any] = {"on_fail": str, "description": str, "threads": int, "sta
 # Training keys shared by distillation and the fine-tuning that follows pruning.
 _TRAIN: dict[str, Any] = {
     "temperature": _NUM, "alpha": _NUM, "hidden_loss_weight": _NUM, "learning_rate": _NUM,
-    "batch_size": int, "patience": int, "seed": int,
+    "batch_size": int, "patience": int, "seed": int, "qat_epochs": int,
     "max_accuracy_drop": _NUM, "max_class_accuracy_drop": _NUM,
 }
 _STAGE_KEYS: dict[str, dict[str, Any]] = {
@@ -84,6 +84,8 @@ class Stage:
     batch_size: int = 32
     patience: int = 2
     seed: int = 0
+    # quantization-aware epochs after the float ones (distill.fake_quant: ONNX Runtime's dynamic int8)
+    qat_epochs: int = 0
     # budgets: drops measured against the source model, as fractions (0.03 = 3 points)
     max_accuracy_drop: float | None = None
     max_class_accuracy_drop: float | None = None
@@ -113,6 +115,8 @@ class Stage:
         for k in keys:
             v = getattr(self, k)
             out[k] = list(v) if isinstance(v, tuple) else v
+        if self.qat_epochs and self.kind != "vocab":  # only when set: stage-cache keys of older recipes stay
+            out["qat_epochs"] = self.qat_epochs
         return out
 
 
@@ -213,7 +217,7 @@ def stage_from_dict(raw: Any, index: int, path: str) -> Stage:
     for key in ("batch_size", "patience", "round_to", "min_count"):
         if key in f and f[key] < 1:
             raise ConfigError(f"{where}: {key} = {raw[key]!r} must be >= 1")
-    for key in ("epochs", "finetune_epochs", "seed"):
+    for key in ("epochs", "finetune_epochs", "seed", "qat_epochs"):
         if key in f and f[key] < 0:
             raise ConfigError(f"{where}: {key} = {raw[key]!r} must be >= 0")
     if "temperature" in f and f["temperature"] <= 0:
