@@ -122,7 +122,13 @@ def _load_images(path: Path, handle: ModelHandle):
     return {handle.inputs[0].name: np.stack(xs)}, np.asarray(ys, dtype=np.int64), classes
 
 
-def _load_jsonl(path: Path, handle: ModelHandle, sequence_length: int, tokenizer_dir: Path | None):
+# Training lines without a label (jsonl) or with label -1 (npz): the teacher labels them, so
+# distillation learns from the unlabelled text a user has besides the labelled set (distill.kd_loss).
+UNLABELLED = -1
+
+
+def _load_jsonl(path: Path, handle: ModelHandle, sequence_length: int, tokenizer_dir: Path | None,
+                role: str = "data"):
     tok_dir = tokenizer_dir or handle.hf_dir
     if tok_dir is None:
         raise DataError(f"{path}: JSONL text needs a tokenizer: use a Hugging Face model directory "
@@ -156,7 +162,10 @@ def _load_jsonl(path: Path, handle: ModelHandle, sequence_length: int, tokenizer
         raise DataError(f"{path}: the tokenizer in {tok_dir} does not produce model input {missing[0]!r}")
     has = [lab is not None for lab in labels]
     if any(has) and not all(has):
-        raise DataError(f"{path}:{has.index(False) + 1}: some lines have a 'label' and this one does not")
+        if role == "training":  # the teacher labels the rest
+            return inputs, np.asarray([UNLABELLED if lab is None else lab for lab in labels], dtype=np.int64)
+        raise DataError(f"{path}:{has.index(False) + 1}: some lines have a 'label' and this one does not "
+                        f"(only training data may mix labelled and unlabelled lines)")
     return inputs, (np.asarray(labels, dtype=np.int64) if all(has) else None)
 
 
@@ -176,7 +185,7 @@ def load_data(path: str | Path, handle: ModelHandle, *, sequence_length: int = 1
         fmt = "npz"
     elif p.suffix == ".jsonl":
         inputs, labels = _load_jsonl(p, handle, sequence_length,
-                                     Path(tokenizer_dir) if tokenizer_dir else None)
+                                     Path(tokenizer_dir) if tokenizer_dir else None, role)
         fmt = "jsonl"
     else:
         raise DataError(f"{p}: unsupported {role} data; expected .npz, .jsonl or an image folder")

@@ -71,3 +71,19 @@ def test_hf_transformer_int8_per_target_family(tiny_bert_dir, text_data, tmp_pat
     assert qp["mode"] == "dynamic range" and pi.precision == "int8"
     # ~1M parameters, 0.98M of them in the 30522 x 32 embedding table: float would be ~4 MB
     assert pi.size_mb < 2.0 and server.size_mb < 2.0
+
+
+def test_training_text_may_mix_labelled_and_unlabelled_lines(tiny_bert_dir, tmp_path):
+    """Training data: a line without a label is read as -1 (the teacher labels it); any other role
+    still refuses the mix with the line number."""
+    from edgekit.data import UNLABELLED, load_data
+    from edgekit.errors import DataError
+    from edgekit.source import load
+    f = tmp_path / "mixed.jsonl"
+    f.write_text("\n".join(json.dumps({"text": t, **({"label": i % 3} if i % 2 == 0 else {})})
+                           for i, t in enumerate(TEXTS)) + "\n")
+    handle = load(str(tiny_bert_dir))
+    train = load_data(f, handle, sequence_length=16, role="training")
+    assert train.labels.tolist() == [0, UNLABELLED, 2, UNLABELLED, 1, UNLABELLED]
+    with pytest.raises(DataError, match=r"mixed.jsonl:2: some lines have a 'label' and this one does not"):
+        load_data(f, handle, sequence_length=16, role="validation")

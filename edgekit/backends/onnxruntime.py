@@ -123,18 +123,71 @@ def _sensitivity(float_model: Path, qdq_model: Path, data, workdir: Path) -> lis
     sqnr = {t: e.get("xmodel_err") for t, e in errors.items()}
     qdq = onnx.load(str(qdq_model), load_external_data=False)
     quantized = {n.name for n in qdq.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")}
-    scores = []
-    for node in onnx.load(str(float_model), load_external_data=False).graph.node:
-        if node.name not in quantized or node.op_type not in ("Conv", "MatMul", "Gemm", "ConvTranspose"):
+    noise = {}
+    fmodel = onnx.load(str(float_model), load_external_data=False)  # dims only: no weight values needed
+    for node in fmodel.graph.node:
+        if node.name not in quantized or node.op_type not in _WEIGHTED:
             continue
         out = sqnr.get(node.output[0])
         if out is None or not np.isfinite(out):
             continue
         before = [sqnr[i] for i in node.input if sqnr.get(i) is not None and np.isfinite(sqnr[i])]
-        scores.append(((min(before) if before else 100.0) - out, node.name))
+        noise[node.name] = (min(before) if before else 100.0) - out
     for f in (f_aug, q_aug):
         f.unlink(missing_ok=True)
-    return [name for _, name in sorted(scores, reverse=True)]
+    return rank_by_cost(noise, node_macs(fmodel))
+
+
+_WEIGHTED = ("Conv", "MatMul", "Gemm", "ConvTranspose")
+
+
+def rank_by_cost(noise: dict[str, float], macs: dict[str, float]) -> list[str]:
+    """Exclusion order: the quantization noise a node adds (dB of SQNR lost) per share of the
+    model's multiply-accumulates it would take back to float, so that a small layer that adds as
+    much noise as a large one goes first (it costs less latency to keep in float). Nodes that add
+    no noise come last, noisiest first. A node whose MACs are unknown is charged the median."""
+    known = [m for n, m in macs.items() if n in noise and m > 0]
+    median = float(np.median(known)) if known else 1.0
+    total = sum(macs.get(n, 0) if macs.get(n, 0) > 0 else median for n in noise) or 1.0
+
+    def share(n):
+        m = macs.get(n, 0)
+        return (m if m > 0 else median) / total
+    adds = sorted((n for n in noise if noise[n] > 0), key=lambda n: (-noise[n] / share(n), n))
+    rest = sorted((n for n in noise if noise[n] <= 0), key=lambda n: (-noise[n], n))
+    return adds + rest
+
+
+def node_macs(model) -> dict[str, float]:
+    """Multiply-accumulates of each weighted node per inference, from the weight's shape and the
+    output's inferred spatial/token dims; dims ONNX shape inference leaves symbolic (batch, a
+    dynamic sequence) count as 1, which is the same factor for every MatMul of a transformer."""
+    import onnx
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=False)
+    except Exception:  # shape inference is best effort here: weights alone still rank
+        inferred = model
+    dims = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        shape = vi.type.tensor_type.shape
+        dims[vi.name] = [d.dim_value if d.HasField("dim_value") else 1 for d in shape.dim]
+    weights = {i.name: list(i.dims) for i in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type not in _WEIGHTED:
+            continue
+        w = next((weights[i] for i in node.input[1:2] if i in weights), None)
+        if w is None:
+            continue
+        size = float(np.prod(w)) if w else 0.0
+        shape = dims.get(node.output[0])
+        if node.op_type in ("Conv", "ConvTranspose"):
+            spatial = float(np.prod(shape[2:])) if shape and len(shape) > 2 else 1.0
+            out[node.name] = size * spatial
+        else:  # MatMul / Gemm: one weight-sized product per output row (token)
+            rows = float(np.prod(shape[1:-1])) if shape and len(shape) > 2 else 1.0
+            out[node.name] = size * rows
+    return out
 
 
 def _reader_for_debug(data):
@@ -401,7 +454,8 @@ class OnnxRuntimeBackend:
         """Accuracy-aware int8: yield (artifact, layers kept in float) with 1, 2, 4, ... of the most
         sensitive layers in float. Sensitivity comes from ONNX Runtime's qdq_loss_debug: the SQNR
         (dB) a layer's output loses against the float model, minus what its input had already lost,
-        i.e. the quantization noise that layer itself adds."""
+        i.e. the quantization noise that layer itself adds, charged by the share of the model's
+        MACs the layer would run in float (rank_by_cost)."""
         q = resolved_quantization(target, handle.is_transformer)
         pre = self._preprocess(artifact, handle, workdir)
         dynamic = target.precision == "int8-dynamic" or q["mode"] == "dynamic"

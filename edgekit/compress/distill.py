@@ -11,8 +11,10 @@ unpruned model for the fine-tuning after ``prune``). Students:
   teacher's inputs (checked on one batch) and returning logits of the teacher's shape.
 
 Loss = KL(log_softmax(s/T) || softmax(t/T)) * T^2 * alpha + (1 - alpha) * CE(s, labels) when the
-training data have labels, the KL term alone when they do not; plus hidden_loss_weight * MSE of
-hidden states for transformers (TinyBERT-style, embeddings included).
+training data have labels, the KL term alone for samples without one (jsonl lines with no label,
+label -1 in npz: the teacher labels them); plus hidden_loss_weight * MSE of
+hidden states for transformers (TinyBERT-style, embeddings included); plus
+attention_loss_weight * KL of the paired layers' self-attention distributions (MiniLM-style).
 """
 
 from __future__ import annotations
@@ -43,7 +45,10 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
                   reduction="batchmean") * (t * t)
     if labels is None:
         return kd
-    return alpha * kd + (1.0 - alpha) * F.cross_entropy(student_logits, labels)
+    known = labels >= 0  # data.UNLABELLED (-1): the teacher's soft labels only
+    if not bool(known.any()):
+        return kd
+    return alpha * kd + (1.0 - alpha) * F.cross_entropy(student_logits[known], labels[known])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,16 +171,37 @@ def hidden_pairs(student: nn.Module, teacher: nn.Module, layers: list[int] | Non
     t_cfg = getattr(getattr(teacher, "inner", None), "config", None)
     if (s_found is None or t_found is None or
             getattr(s_cfg, "hidden_size", None) != getattr(t_cfg, "hidden_size", -1)):
-        raise ConfigError(f"{where}: hidden_loss_weight needs a Hugging Face transformer teacher and "
-                          "student with the same hidden size; set hidden_loss_weight = 0")
+        raise ConfigError(f"{where}: hidden_loss_weight and attention_loss_weight need a Hugging Face "
+                          "transformer teacher and student with the same hidden size; set them to 0")
     ns, nt = len(s_found[2]), len(t_found[2])
     if layers is not None:
         return [(0, 0)] + [(k + 1, i + 1) for k, i in enumerate(layers)]
     return [(0, 0)] + [(k + 1, round((k + 1) * nt / ns)) for k in range(ns)]
 
 
-def _hf_call(model: nn.Module, names: list[str], args: tuple):
-    return model.inner(**dict(zip(names, args)), output_hidden_states=True)
+def _hf_call(model: nn.Module, names: list[str], args: tuple, attentions: bool = False):
+    # output_attentions: BERT's SDPA attention falls back to the eager kernel, which returns the maps
+    return model.inner(**dict(zip(names, args)), output_hidden_states=True, output_attentions=attentions)
+
+
+def attention_kl(s_maps, t_maps, pairs, mask: torch.Tensor | None) -> torch.Tensor:
+    """MiniLM-style self-attention distillation: KL(teacher || student) of each paired layer's
+    attention distributions (rows: query positions, padding masked out), mean over heads. Heads
+    are matched one to one when the counts agree, else both sides are averaged over heads first
+    (a pruned student with fewer heads still learns where the teacher looks)."""
+    total = 0.0
+    layer_pairs = [(si - 1, ti - 1) for si, ti in pairs if si > 0 and ti > 0]
+    for si, ti in layer_pairs:
+        s, t = s_maps[si], t_maps[ti]                       # (batch, heads, query, key)
+        if s.shape[1] != t.shape[1]:
+            s, t = s.mean(dim=1, keepdim=True), t.mean(dim=1, keepdim=True)
+        kl = (t * (torch.log(t.clamp(min=1e-12)) - torch.log(s.clamp(min=1e-12)))).sum(-1)  # (b, h, q)
+        if mask is not None:
+            m = mask.to(kl.dtype)[:, None, :]
+            total = total + (kl * m).sum() / (m.sum() * kl.shape[1]).clamp(min=1)
+        else:
+            total = total + kl.mean()
+    return total / max(len(layer_pairs), 1)
 
 
 def _hidden_mse(s_states, t_states, pairs, mask: torch.Tensor | None) -> torch.Tensor:
@@ -208,7 +234,9 @@ def train(student: nn.Module, teacher: nn.Module, *, names: list[str], train_dat
     lr = stage.learning_rate or default_learning_rate(is_transformer)
     info: dict[str, Any] = {"optimizer": "AdamW", "learning_rate": lr, "schedule": "linear decay to 0",
                             "weight_decay": 0.01 if is_transformer else 0.0, "epochs_planned": epochs,
-                            "labels": train_data.labels is not None, "hidden_pairs": pairs}
+                            "labels": train_data.labels is not None, "hidden_pairs": pairs,
+                            "labelled_samples": int((np.asarray(train_data.labels) >= 0).sum())
+                            if train_data.labels is not None else 0}
     t0 = time.perf_counter()
     val_labels = validation.labels
     acc0 = accuracy(T.predict(student, validation, names), val_labels)
@@ -277,13 +305,18 @@ def _stepper(student, teacher, names, train_data, stage, is_transformer, pairs, 
             labels = None if train_data.labels is None else torch.from_numpy(
                 np.asarray(train_data.labels[i], dtype=np.int64))
             if pairs:
-                s_out = _hf_call(student, names, args)
+                att = stage.attention_loss_weight > 0
+                s_out = _hf_call(student, names, args, att)
                 with torch.no_grad():
-                    t_out = _hf_call(teacher, names, args)
+                    t_out = _hf_call(teacher, names, args, att)
                 loss = kd_loss(s_out.logits, t_out.logits, labels, stage.temperature, stage.alpha)
                 mask = args[names.index("attention_mask")] if has_mask else None
-                loss = loss + stage.hidden_loss_weight * _hidden_mse(
-                    s_out.hidden_states, t_out.hidden_states, pairs, mask)
+                if stage.hidden_loss_weight > 0:
+                    loss = loss + stage.hidden_loss_weight * _hidden_mse(
+                        s_out.hidden_states, t_out.hidden_states, pairs, mask)
+                if att:
+                    loss = loss + stage.attention_loss_weight * attention_kl(
+                        s_out.attentions, t_out.attentions, pairs, mask)
             else:
                 s_logits = T.logits_of(student(*args))
                 loss = kd_loss(s_logits, cached[i], labels, stage.temperature, stage.alpha)

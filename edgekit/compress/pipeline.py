@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..data import Dataset
+from ..data import UNLABELLED, Dataset
 from ..errors import BudgetError, ConfigError, DataError
 from ..source import ModelHandle
 from .cache import StageCache, chain
@@ -66,9 +66,13 @@ def run_recipe(handle: ModelHandle, recipe: Recipe | str | Path, train: Dataset,
             raise DataError(f"{train.path}: the model cannot take the training inputs ({shapes}): "
                             f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
         for data, role in ((train, "training"), (validation, "validation")):
-            if data.labels is not None and len(data.labels) and (data.labels.min() < 0 or data.labels.max() >= n_classes):
-                raise DataError(f"{data.path}: {role} labels range {int(data.labels.min())}-{int(data.labels.max())}; "
-                                f"the model has {n_classes} outputs (classes 0-{n_classes - 1})")
+            lab = data.labels
+            if lab is not None and role == "training":
+                lab = lab[lab != UNLABELLED]  # unlabelled training samples: the teacher labels them
+            if lab is not None and len(lab) and (lab.min() < 0 or lab.max() >= n_classes):
+                raise DataError(f"{data.path}: {role} labels range {int(lab.min())}-{int(lab.max())}; "
+                                f"the model has {n_classes} outputs (classes 0-{n_classes - 1})"
+                                + ("; -1 marks an unlabelled training sample" if role == "training" else ""))
         source = T.lift_graph_module(handle.module, ex2)
 
         def measure(model) -> dict[str, Any]:
@@ -200,14 +204,21 @@ def _distill(stage: Stage, teacher, ctx: _Ctx):
 
     student, built = distill.build_student(stage, teacher, is_transformer=ctx.is_transformer, args=ctx.args,
                                            recipe_path=ctx.recipe_path, where=ctx.where, prune_width=width)
-    pairs = None
-    if stage.hidden_loss_weight > 0:
-        pairs = distill.hidden_pairs(student, teacher, built.get("layers"), ctx.where)
+    pairs = _pairs(stage, student, teacher, built.get("layers"), ctx)
     student, trained = distill.train(student, teacher, names=ctx.names, train_data=ctx.train,
                                      validation=ctx.validation, stage=stage, epochs=stage.epochs,
                                      is_transformer=ctx.is_transformer, pairs=pairs,
                                      progress=_epochs_bar(ctx, stage, stage.epochs))
     return student, {"structure": built, "training": trained}
+
+
+def _pairs(stage: Stage, student, teacher, layers, ctx: _Ctx):
+    """Layer pairs for the hidden-state and attention losses; None (teacher logits cached once)
+    when the stage uses neither."""
+    from . import distill
+    if stage.hidden_loss_weight > 0 or stage.attention_loss_weight > 0:
+        return distill.hidden_pairs(student, teacher, layers, ctx.where)
+    return None
 
 
 def _prune(stage: Stage, teacher, ctx: _Ctx):
@@ -225,19 +236,20 @@ def _prune(stage: Stage, teacher, ctx: _Ctx):
             for s in range(0, min(len(ctx.train), 4 * bs), bs):
                 args = T.batch(ctx.train, ctx.names, slice(s, s + bs))
                 out = T.logits_of(m(*args))
-                if ctx.train.labels is not None:
-                    loss = torch.nn.functional.cross_entropy(
-                        out, torch.from_numpy(np.asarray(ctx.train.labels[s:s + bs], dtype=np.int64)))
-                else:
+                labels = None if ctx.train.labels is None else np.asarray(ctx.train.labels[s:s + bs], dtype=np.int64)
+                if labels is not None and (labels >= 0).all():
+                    loss = torch.nn.functional.cross_entropy(out, torch.from_numpy(labels))
+                else:  # unlabelled (some) samples: the distillation loss (kd_loss skips missing labels)
                     with torch.no_grad():
                         t = T.logits_of(teacher(*args))
-                    loss = distill.kd_loss(out, t, None, stage.temperature, 1.0)
+                    loss = distill.kd_loss(out, t, None if labels is None else torch.from_numpy(labels),
+                                           stage.temperature, 1.0)
                 loss.backward()
 
         model, built = prune.structured(model, ctx.args, ratio=stage.ratio, importance=stage.importance,
                                         round_to=stage.round_to, structures=stage.structures, head=head,
                                         is_transformer=ctx.is_transformer, where=ctx.where, gradients=gradients)
-        pairs = distill.hidden_pairs(model, teacher, None, ctx.where) if stage.hidden_loss_weight > 0 else None
+        pairs = _pairs(stage, model, teacher, None, ctx)
         model, trained = distill.train(model, teacher, names=ctx.names, train_data=ctx.train,
                                        validation=ctx.validation, stage=stage, epochs=stage.finetune_epochs,
                                        is_transformer=ctx.is_transformer, pairs=pairs,
@@ -246,7 +258,7 @@ def _prune(stage: Stage, teacher, ctx: _Ctx):
     layers = prune.magnitude_masks(model, stage.ratio, head)
     if not layers:
         raise ConfigError(f"{ctx.where}: method = 'magnitude' found no Conv/Linear layer to prune besides the head")
-    pairs = distill.hidden_pairs(model, teacher, None, ctx.where) if stage.hidden_loss_weight > 0 else None
+    pairs = _pairs(stage, model, teacher, None, ctx)
     model, trained = distill.train(model, teacher, names=ctx.names, train_data=ctx.train,
                                    validation=ctx.validation, stage=stage, epochs=stage.finetune_epochs,
                                    is_transformer=ctx.is_transformer, pairs=pairs,

@@ -40,7 +40,8 @@ _TOP: dict[str, Any] = {"on_fail": str, "description": str, "threads": int, "sta
 
 # Training keys shared by distillation and the fine-tuning that follows pruning.
 _TRAIN: dict[str, Any] = {
-    "temperature": _NUM, "alpha": _NUM, "hidden_loss_weight": _NUM, "learning_rate": _NUM,
+    "temperature": _NUM, "alpha": _NUM, "hidden_loss_weight": _NUM, "attention_loss_weight": _NUM,
+    "learning_rate": _NUM,
     "batch_size": int, "patience": int, "seed": int, "qat_epochs": int,
     "max_accuracy_drop": _NUM, "max_class_accuracy_drop": _NUM,
 }
@@ -80,6 +81,7 @@ class Stage:
     temperature: float = 4.0
     alpha: float = 0.5
     hidden_loss_weight: float = 0.0
+    attention_loss_weight: float = 0.0   # MiniLM-style: KL of the paired layers' attention maps
     learning_rate: float | None = None    # None: 1e-3 (Adam) for CNNs, 1e-4 (AdamW) for transformers
     batch_size: int = 32
     patience: int = 2
@@ -115,8 +117,9 @@ class Stage:
         for k in keys:
             v = getattr(self, k)
             out[k] = list(v) if isinstance(v, tuple) else v
-        if self.qat_epochs and self.kind != "vocab":  # only when set: stage-cache keys of older recipes stay
-            out["qat_epochs"] = self.qat_epochs
+        for k in ("qat_epochs", "attention_loss_weight"):  # only when set: older recipes' cache keys stay
+            if getattr(self, k) and self.kind != "vocab":
+                out[k] = getattr(self, k)
         return out
 
 
@@ -197,7 +200,7 @@ def stage_from_dict(raw: Any, index: int, path: str) -> Stage:
         if key not in raw:
             raise ConfigError(f"{where}: missing required key {key!r} for a {kind!r} stage")
     f = {k: v for k, v in raw.items()}
-    for key in ("temperature", "alpha", "hidden_loss_weight", "learning_rate", "ratio",
+    for key in ("temperature", "alpha", "hidden_loss_weight", "attention_loss_weight", "learning_rate", "ratio",
                 "max_accuracy_drop", "max_class_accuracy_drop"):
         if key in f:
             f[key] = float(f[key])
@@ -227,7 +230,7 @@ def stage_from_dict(raw: Any, index: int, path: str) -> Stage:
     if "alpha" in f and not 0.0 <= f["alpha"] <= 1.0:
         raise ConfigError(f"{where}: alpha = {raw['alpha']!r} must be between 0 and 1 "
                           "(the weight of the distillation loss against the label loss)")
-    for key in ("hidden_loss_weight", "max_accuracy_drop", "max_class_accuracy_drop"):
+    for key in ("hidden_loss_weight", "attention_loss_weight", "max_accuracy_drop", "max_class_accuracy_drop"):
         if key in f and f[key] < 0:
             raise ConfigError(f"{where}: {key} = {raw[key]!r} must be >= 0")
     if kind == "distill":

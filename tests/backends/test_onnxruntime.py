@@ -85,3 +85,22 @@ def test_static_backoff_measures_the_other_calibration_methods_first(setup, tmp_
     assert not np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[0], outs[2])  # other ranges
     layer_rung, excluded = tried[2]
     assert len(excluded) == 1 and layer_rung.details["quantization"]["calibrate_method"] in seen
+
+
+def test_exclusion_order_charges_each_layer_its_compute(setup, tmp_path):
+    """A layer adding as much noise as another but costing a quarter of the MACs goes to float first;
+    layers that add no noise come last."""
+    from edgekit.backends.onnxruntime import node_macs, rank_by_cost
+    assert rank_by_cost({"big": 2.0, "small": 2.0, "clean": -1.0}, {"big": 400, "small": 100, "clean": 1}) == \
+        ["small", "big", "clean"]
+    assert rank_by_cost({"a": 3.0, "b": 1.0}, {"a": 100, "b": 100}) == ["a", "b"]  # equal cost: noisiest first
+    handle, calib, _ = setup
+    backend = OnnxRuntimeBackend()
+    fp = backend.export(handle, _target(), tmp_path, calib.inputs)
+    model = onnx.load(str(fp.path))
+    macs = node_macs(model)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert convs and all(macs[n.name] > 0 for n in convs)
+    w = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}
+    first = convs[0]
+    assert macs[first.name] > w[first.input[1]]  # a Conv is charged per output position, not per weight

@@ -161,3 +161,18 @@ def test_qat_epochs_follow_the_float_ones(tiny_bert):
     assert q["epochs"] == 2 and len(q["fake_quantized_validation_accuracy_by_epoch"]) == 3
     assert 0 <= q["best_epoch"] <= 2 and "MatMulInteger" in q["scheme"]
     assert st["training"]["epochs_run"] == 1
+
+
+def test_attention_distillation_trains_and_matches_heads_or_their_mean(tiny_bert):
+    import torch
+
+    from edgekit.compress.distill import attention_kl
+    t = torch.softmax(torch.randn(2, 4, 5, 5), -1)
+    assert float(attention_kl([t], [t], [(0, 0), (1, 1)], None)) < 1e-6  # identical maps: no loss
+    s3 = torch.softmax(torch.randn(2, 3, 5, 5), -1)  # a pruned student: 3 heads against 4
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    assert float(attention_kl([s3], [t], [(0, 0), (1, 1)], mask)) > 0
+    handle, train, val = tiny_bert
+    _, (_, st) = run(handle, train, val, {"kind": "distill", "student": "layers:1,3", "epochs": 1,
+                                          "attention_loss_weight": 1.0, "learning_rate": 1e-3})
+    assert st["training"]["epochs_run"] == 1 and st["training"]["hidden_pairs"] == [(0, 0), (1, 2), (2, 4)]

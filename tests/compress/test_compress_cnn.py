@@ -144,6 +144,27 @@ def test_unlabelled_training_data_is_pure_distillation(digits, digits_handle):
     assert rows[1]["training"]["labels"] is False and rows[1]["training"]["epochs_run"] == 1
 
 
+def test_partly_labelled_training_data_mixes_both_losses(digits, digits_handle):
+    """Samples labelled -1 (jsonl lines without a label) learn from the teacher only."""
+    import torch
+
+    from edgekit.compress.distill import kd_loss
+    s, t = torch.randn(4, 10), torch.randn(4, 10)
+    lab = torch.tensor([3, -1, 7, -1])
+    want = 0.5 * kd_loss(s, t, None, 4.0, 0.5) + 0.5 * torch.nn.functional.cross_entropy(s[[0, 2]], lab[[0, 2]])
+    torch.testing.assert_close(kd_loss(s, t, lab, 4.0, 0.5), want)
+    torch.testing.assert_close(kd_loss(s, t, torch.full((4,), -1), 4.0, 0.5), kd_loss(s, t, None, 4.0, 0.5))
+    _, _, train, val = digits
+    labels = train.labels.copy()
+    labels[1::2] = -1
+    half = dataclasses.replace(train, labels=labels)
+    stage = {"kind": "prune", "method": "structured", "ratio": 0.5, "finetune_epochs": 1, "importance": "taylor"}
+    _, rows = run_recipe(digits_handle, recipe(stage), half, val, progress=False, latency_runs=5)
+    t = rows[1]["training"]
+    assert t["labels"] is True and t["labelled_samples"] == int((labels >= 0).sum()) < len(labels)
+    assert t["epochs_run"] == 1 and np.isfinite(rows[1]["accuracy"])
+
+
 def test_budget_stops_or_keeps_last_good(digits, digits_handle):
     _, _, train, val = digits
     harsh = {"kind": "prune", "method": "structured", "ratio": 0.9, "finetune_epochs": 0,
