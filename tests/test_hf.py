@@ -87,3 +87,14 @@ def test_training_text_may_mix_labelled_and_unlabelled_lines(tiny_bert_dir, tmp_
     assert train.labels.tolist() == [0, UNLABELLED, 2, UNLABELLED, 1, UNLABELLED]
     with pytest.raises(DataError, match=r"mixed.jsonl:2: some lines have a 'label' and this one does not"):
         load_data(f, handle, sequence_length=16, role="validation")
+
+
+def test_openvino_transformer_int8_runs_smoothquant(tiny_bert_dir, text_data, tmp_path):
+    """NNCF's SmoothQuant (alpha 0.95 on MatMuls) is pinned for transformers and recorded."""
+    pytest.importorskip("openvino", reason="openvino extra not installed (pip install 'edgekit[openvino]')")
+    [r] = convert(str(tiny_bert_dir), ["intel-cpu-openvino"], str(text_data / "calib.jsonl"),
+                  str(text_data / "val.jsonl"), tmp_path, sequence_length=16, ignore_budgets=True, progress=False)
+    q = read_manifest(r.path)["conversion"]["quantization"]
+    assert q["model_type"] == "transformer" and q["smooth_quant"] == {"matmul_alpha": 0.95}
+    xml = (r.path / "model.xml").read_text()
+    assert 'type="FakeQuantize"' in xml
