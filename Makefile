@@ -75,13 +75,16 @@ $(MINILM)/config.json: examples/text/finetune_minilm.py examples/text/debian_sec
 
 # Every benchmark, one after the other (about an hour on a quiet 2-core machine; benchmarks/README.md):
 # issue 2 (x86 int8), issue 3 (three runtimes, digits + ResNet-18 + MiniLM), issue 4 (digits pruning,
-# MiniLM distillation + pruning). Results: benchmarks/results/*.json and .md.
+# MiniLM distillation + pruning), issue 15 (transformer int8, QAT control, SmoothQuant), issue 16
+# (search). Results: benchmarks/results/*.json and .md.
 bench: bench-x86 $(MINILM)/config.json
 	$(BIN)/python benchmarks/runtimes.py --minilm
 	$(BIN)/python benchmarks/minilm_int8_study.py --source $(MINILM)
 	$(BIN)/python benchmarks/compress_bench.py --work benchmarks/work/compress_digits
 	$(BIN)/python benchmarks/compress_minilm.py --source $(MINILM)
 	$(BIN)/python benchmarks/transformer_int8.py --source $(MINILM) --students --litert
+	$(BIN)/python benchmarks/qat_control.py --source $(MINILM)
+	$(BIN)/python benchmarks/ov_smoothquant.py --source $(MINILM)
 	$(BIN)/python benchmarks/search_minilm.py --source $(MINILM) --time-budget 1500
 
 bench-x86: $(STAMP)
