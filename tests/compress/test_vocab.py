@@ -3,6 +3,7 @@ renumbered tokenizer in the bundle that reads text as the pruned model expects."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -51,6 +52,37 @@ def test_renumbered_tokenizer_reads_training_text_as_before(tmp_path, text):
     assert new.token_to_id("[UNK]") in unseen.ids
     report = vocab.check(src, tmp_path / "tok", str(text / "val.jsonl"), table, 16)
     assert report["checked"] == 12 and 0 < report["share_changed"] < 1
+    assert 0 < report["new_unk_tokens"] < report["tokens"]
+    assert report["share_tokens_unk"] == report["new_unk_tokens"] / report["tokens"]
+
+
+def test_stages_after_vocab_read_text_through_the_new_tokenizer(tmp_path, text):
+    """Text is tokenized again (a word whose piece was dropped splits into shorter kept pieces),
+    the tuning split stays the same cut, and token-id data falls back to the remap table."""
+    from tokenizers import Tokenizer
+
+    from edgekit.compress import vocab
+    from edgekit.compress.pipeline import _retokenize
+    from edgekit.data import load_data, split_holdout
+    from edgekit.source import load
+    src = tiny_bert(tmp_path / "bert")
+    handle = load(src)
+    val = load_data(text / "val.jsonl", handle, sequence_length=16, role="validation")
+    tune, _ = split_holdout(val)
+    train = load_data(text / "train.jsonl", handle, sequence_length=16, role="training")
+    keep = vocab.kept_ids(src, train)
+    new_map = vocab.write_tokenizer(src, keep, tmp_path / "tok")
+    old = Tokenizer.from_file(str(src / "tokenizer.json"))
+    table = vocab.remap_table(new_map, old.get_vocab_size(), new_map[old.token_to_id("[UNK]")])
+    got = _retokenize(tune, handle, tmp_path / "tok", table)
+    direct, _ = split_holdout(load_data(text / "val.jsonl", handle, sequence_length=16,
+                                        tokenizer_dir=tmp_path / "tok", role="validation"))
+    assert got.split == "tuning" and np.array_equal(got.labels, tune.labels)
+    assert np.array_equal(got.inputs["input_ids"], direct.inputs["input_ids"])
+    assert not np.array_equal(got.inputs["input_ids"], table[tune.inputs["input_ids"]])  # the unseen words
+    npz = dataclasses.replace(tune, format="npz")
+    assert np.array_equal(_retokenize(npz, handle, tmp_path / "tok", table).inputs["input_ids"],
+                          table[tune.inputs["input_ids"]])
 
 
 def test_vocab_recipe_bundle_is_smaller_and_carries_the_new_tokenizer(tmp_path, text):
