@@ -136,12 +136,15 @@ def test_connection_dropped_mid_run(sshd, ssh_device, digits_bundles, tmp_path):
 
     th = threading.Thread(target=run)
     th.start()
+    # Wait for the harness on the server side: a run.py process below our sshd. The local ssh
+    # client's command line names run.py too, and on a loaded host it exists well before sshd has
+    # accepted the connection and forked the session (CI once found no session to kill).
     deadline = time.time() + 30
-    while time.time() < deadline and not [p for p in _processes_mentioning(str(remote)) if _is_harness(p)]:
+    while time.time() < deadline and not [p for p in _processes_mentioning(str(remote))
+                                          if _is_harness(p) and _descends_from(p, sshd["pid"])]:
         time.sleep(0.1)
-    assert _processes_mentioning(str(remote)), "the harness never started"
     sessions = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(p) == sshd["pid"]]
-    assert sessions
+    assert sessions, "the harness never started under sshd"
     for pid in sessions:  # children of our own sshd: the per-connection processes
         os.kill(pid, 9)
     th.join(60)
@@ -161,6 +164,16 @@ def _ppid(p: Path) -> int | None:
         return int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    for _ in range(64):  # bounded: a pid can be reused while we walk
+        pid = _ppid(Path(f"/proc/{pid}"))
+        if pid is None or pid <= 1:
+            return False
+        if pid == ancestor:
+            return True
+    return False
 
 
 def _is_harness(pid: int) -> bool:
