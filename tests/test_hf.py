@@ -49,10 +49,31 @@ def test_hf_dir_to_int8_onnx(tiny_bert_dir, text_data, tmp_path):
     import onnx
     ops = {n.op_type for n in onnx.load(str(int8.path / "model.onnx")).graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops and "QuantizeLinear" not in ops
+    # ONNX Runtime's transformer optimizer ran first: per layer one Attention (-> QAttention, int8
+    # QKV weights), two SkipLayerNormalization, one BiasGelu; the embeddings -> QEmbedLayerNormalization
+    assert q["fusions"]["fused"] == {"EmbedLayerNormalization": 1, "Attention": 2, "BiasGelu": 2,
+                                     "SkipLayerNormalization": 4}
+    assert {"QAttention", "QEmbedLayerNormalization", "SkipLayerNormalization", "BiasGelu"} <= ops
     assert read_manifest(fp32.path)["conversion"]["parity"][0]["max_abs_diff"] < 1e-4
     assert m["conversion"]["parity"][1]["top1_agreement"] >= 0.8
     with np.load(int8.path / "validation.npz") as z:
         assert z["input.input_ids"].shape == (6, 16) and z["labels"].shape == (6,)  # the held-out half of 12
+
+
+def test_fusions_false_quantizes_the_unfused_graph(tiny_bert_dir, text_data, tmp_path):
+    """[quantization] fusions = false opts out of the transformer optimizer: the same int8 recipe on
+    the exported graph, and the outputs still agree with the fused bundle's source."""
+    from ektest import REPO
+    text = (REPO / "targets" / "x86-avx2.toml").read_text().replace('name = "x86-avx2"', 'name = "unfused"')
+    prof = tmp_path / "unfused.toml"
+    prof.write_text(text.replace("[quantization.transformer]", "[quantization.transformer]\nfusions = false", 1))
+    [r] = convert(str(tiny_bert_dir), [str(prof)], str(text_data / "calib.jsonl"), str(text_data / "val.jsonl"),
+                  tmp_path / "out", sequence_length=16, ignore_budgets=True, progress=False)
+    q = read_manifest(r.path)["conversion"]["quantization"]
+    assert "fusions" not in q and q["mode"] == "dynamic"
+    import onnx
+    ops = {n.op_type for n in onnx.load(str(r.path / "model.onnx")).graph.node}
+    assert "MatMulInteger" in ops and not ops & {"QAttention", "Attention", "SkipLayerNormalization"}
 
 
 def test_hf_transformer_int8_per_target_family(tiny_bert_dir, text_data, tmp_path):
