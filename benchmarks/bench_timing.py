@@ -71,11 +71,21 @@ def runner(sess: ort.InferenceSession, x: np.ndarray) -> Callable[[], object]:
     return lambda: run(names, feeds)
 
 
+# ONNX Runtime's intra-op threads spin-wait after a run, on both of this host's cores, for 5-20 ms:
+# ResNet-18 int8 in OpenVINO timed right after four ORT runs took 8.2 ms p50, 4.9 ms after a 20 ms
+# sleep and 4.4 ms after 100 ms (4.6 ms after another OpenVINO model). With one untimed lead-in run
+# only, whichever variant the shuffle happened to put after an ORT session more often looked up to
+# 1.22x slower (issue 15's ResNet-18 OpenVINO rows: two structurally identical IRs). So every
+# variant first waits out the previous one's pool.
+SETTLE_S = 0.1
+
+
 def interleaved(fns: dict[str, Callable[[], object]], *, rounds: int, runs: int, warmup: int = 20,
-                lead_in: int = 1, seed: int = 0, tick: Callable[[], None] | None = None) -> dict:
-    """Warm every variant up, then `rounds` rounds; each round runs every variant (shuffled order)
-    `lead_in` untimed times (lets the previous session's spinning pool go idle) and `runs` timed
-    times. Returns {variant: {"samples_ns": [...], "round_p50_ms": [...], "order": [...]}}."""
+                lead_in: int = 1, seed: int = 0, settle_s: float = SETTLE_S,
+                tick: Callable[[], None] | None = None) -> dict:
+    """Warm every variant up, then `rounds` rounds; each round runs every variant (shuffled order):
+    `settle_s` asleep (the previous variant's thread pool stops spinning), `lead_in` untimed runs,
+    `runs` timed runs. Returns {variant: {"samples_ns": [...], "round_p50_ms": [...]}, "orders": ...}."""
     rng = random.Random(seed)
     names = list(fns)
     out = {n: {"samples_ns": [], "round_p50_ms": []} for n in names}
@@ -93,6 +103,7 @@ def interleaved(fns: dict[str, Callable[[], object]], *, rounds: int, runs: int,
             orders.append(order)
             for n in order:
                 fn = fns[n]
+                time.sleep(settle_s)
                 for _ in range(lead_in):
                     fn()
                 got = []
@@ -111,6 +122,6 @@ def interleaved(fns: dict[str, Callable[[], object]], *, rounds: int, runs: int,
         out[n]["summary"] = summarize(out[n]["samples_ns"])
     return {"variants": out, "orders": orders,
             "settings": {"rounds": rounds, "runs_per_round": runs, "warmup": warmup, "lead_in": lead_in,
-                         "seed": seed, "threads": 2, "inter_op": 1, "execution_mode": "ORT_SEQUENTIAL",
+                         "settle_s": settle_s, "seed": seed, "threads": 2, "inter_op": 1, "execution_mode": "ORT_SEQUENTIAL",
                          "graph_optimization_level": "ORT_ENABLE_ALL", "batch": 1,
                          "clock": "time.perf_counter_ns", "percentile": "nearest-rank sorted[ceil(n*p)-1]"}}

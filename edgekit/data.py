@@ -58,18 +58,19 @@ class Dataset:
 def split_holdout(data: Dataset) -> tuple[Dataset, Dataset]:
     """Cut one validation file into a tuning part (every choice a conversion makes: accuracy back-off,
     recipe stages) and a held-out part no choice sees (the reported drop, the bundle's validation set
-    the device and the gate measure). Deterministic and stratified: within each class, in file order,
-    even positions tune and odd positions are held out, so both halves keep the class mix (unlabelled
-    data: by position). Held out = the odd half, so a file of N keeps ceil(N/2) for tuning."""
+    the device and the gate measure). Deterministic and stratified by systematic sampling: samples
+    ordered by class (file order within a class; unlabelled data: file order), then even positions
+    tune and odd ones are held out. Each class gets floor or ceil of half its samples in each part
+    and the parity carries over from class to class, so a file of N keeps ceil(N/2) for tuning even
+    when most classes occur once (an ImageNet-style file of 16 images with 16 labels: 8 and 8, where
+    halving each class alone held out nothing)."""
     n = len(data)
-    if data.labels is None:
-        rank = np.arange(n)
-    else:
-        rank = np.zeros(n, dtype=np.int64)
-        for c in np.unique(data.labels):
-            idx = np.flatnonzero(data.labels == c)
-            rank[idx] = np.arange(len(idx))
-    held = rank % 2 == 1
+    if n < 2:
+        raise DataError(f"{data.path}: {n} {data.role} sample(s) cannot be cut into a tuning part and a "
+                        "held-out part; give at least 2, or a separate held-out file (--test)")
+    order = np.arange(n) if data.labels is None else np.argsort(data.labels, kind="stable")
+    held = np.zeros(n, dtype=bool)
+    held[order[1::2]] = True
     return data.take(np.flatnonzero(~held), "tuning"), data.take(np.flatnonzero(held), "held-out")
 
 

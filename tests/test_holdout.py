@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from edgekit.data import Dataset, split_holdout
+from edgekit.errors import DataError
 from ektest import assert_one_line_error, run_cli
 
 
@@ -25,14 +27,29 @@ def test_split_is_disjoint_stratified_and_deterministic():
     tune, held = split_holdout(d)
     a, b = tune.inputs["x"][:, 0], held.inputs["x"][:, 0]
     assert not set(a) & set(b) and len(a) + len(b) == len(labels)
-    assert sorted(np.bincount(tune.labels).tolist()) == [1, 2, 4]   # ceil(n_c / 2) of each class
-    assert sorted(np.bincount(held.labels, minlength=3).tolist()) == [0, 2, 3]
+    # each class: floor or ceil of half in each part; the whole: ceil(N/2) tunes
+    t, h = np.bincount(tune.labels, minlength=3), np.bincount(held.labels, minlength=3)
+    assert (t + h).tolist() == [7, 4, 1] and all(abs(int(a) - int(b)) <= 1 for a, b in zip(t, h))
+    assert (len(a), len(b)) == (6, 6)
     assert (tune.split, held.split) == ("tuning", "held-out")
     again = split_holdout(d)[1]
     assert np.array_equal(again.inputs["x"], held.inputs["x"])
     # unlabelled data splits by position
     u = Dataset({"x": np.zeros((5, 1), np.float32)}, None, "u.npz", "0", "npz")
     assert [len(s) for s in split_holdout(u)] == [3, 2]
+
+
+def test_split_holds_out_half_when_every_class_occurs_once():
+    """16 images with 16 different ImageNet labels: halving each class alone held out nothing."""
+    d = _data(np.random.default_rng(0).permutation(1000)[:16])
+    tune, held = split_holdout(d)
+    assert (len(tune), len(held)) == (8, 8)
+    assert not set(tune.labels) & set(held.labels)
+
+
+def test_one_sample_cannot_be_split():
+    with pytest.raises(DataError, match=r"v.npz: 1 validation sample\(s\) cannot be cut .* \(--test\)"):
+        split_holdout(_data([3]))
 
 
 def test_bundle_holds_the_held_out_half_and_says_so(digits_bundles, digits_example):
