@@ -33,6 +33,7 @@ class Dataset:
     classes: list[str] | None = None  # image folders: the class folder of each label id
     role: str = "data"                # what the user gave it as: calibration, validation, training
     split: str | None = None          # "tuning" / "held-out" when cut from one file (split_holdout)
+    rows: np.ndarray | None = None    # which samples of the file these are (None: all, in file order)
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
@@ -42,13 +43,16 @@ class Dataset:
         return {k: v[i:i + 1] for k, v in self.inputs.items()}
 
     def head(self, n: int) -> "Dataset":
-        return dataclasses.replace(self, inputs={k: v[:n] for k, v in self.inputs.items()},
-                                   labels=None if self.labels is None else self.labels[:n])
+        return self.take(np.arange(min(n, len(self))))
 
     def take(self, index: np.ndarray, split: str | None = None) -> "Dataset":
+        """Samples `index` of this set; `rows` keeps where they stand in the file, so the same
+        samples can be read again (after a vocab stage, with another tokenizer)."""
+        index = np.asarray(index, dtype=np.int64)
         return dataclasses.replace(self, inputs={k: v[index] for k, v in self.inputs.items()},
                                    labels=None if self.labels is None else self.labels[index],
-                                   split=split or self.split)
+                                   split=split or self.split,
+                                   rows=index if self.rows is None else self.rows[index])
 
     def describe(self) -> dict:
         return {"path": self.path, "sha256": self.sha256, "format": self.format, "n": len(self),

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..data import UNLABELLED, Dataset, load_data, split_holdout
+from ..data import UNLABELLED, Dataset, load_data
 from ..errors import BudgetError, ConfigError, DataError
 from ..source import ModelHandle
 from .cache import StageCache, chain
@@ -311,15 +311,18 @@ def _retokenize(data: Dataset, handle: ModelHandle, tok_dir, table: np.ndarray) 
         return dataclasses.replace(data, inputs={**data.inputs, "input_ids": table[data.inputs["input_ids"]]})
     new = load_data(data.path, handle, sequence_length=data.inputs["input_ids"].shape[1],
                     tokenizer_dir=tok_dir, role=data.role)
-    if data.split is not None:  # the same cut of the same file (split_holdout is deterministic)
-        tune, held = split_holdout(new)
-        new = tune if data.split == "tuning" else held
+    if data.rows is not None:  # the same samples of the same file (a split_holdout half, a head)
+        if len(new) <= int(data.rows.max(initial=-1)):
+            raise DataError(f"{data.path}: changed while the recipe ran (re-read after the vocab stage, "
+                            f"it has {len(new)} samples, fewer than before): keep the data files fixed "
+                            "during a conversion")
+        new = new.take(data.rows)
     same = (new.labels is None) == (data.labels is None) and (
         data.labels is None or np.array_equal(new.labels, data.labels))
     if len(new) != len(data) or not same:
         raise DataError(f"{data.path}: changed while the recipe ran (re-read after the vocab stage, its lines "
                         "no longer match): keep the data files fixed during a conversion")
-    return dataclasses.replace(new, split=data.split)
+    return dataclasses.replace(new, split=data.split, rows=data.rows)
 
 
 def _row(index: int, name: str, kind: str, status: str, m: dict, base: dict, id2label: dict,

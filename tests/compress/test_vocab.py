@@ -117,6 +117,45 @@ def test_vocab_recipe_bundle_is_smaller_and_carries_the_new_tokenizer(tmp_path, 
     assert json.loads((tmp_path / "r.json").read_text())["accuracy"]["n"] == m["validation"]["n"]
 
 
+def test_vocab_recipe_with_a_separate_test_file(tmp_path, text):
+    """--test: the whole validation file tunes (not cut in two), so the stages after a vocab stage
+    must read all of it again; they once re-cut it and refused it as 'changed while the recipe ran'."""
+    src = tiny_bert(tmp_path / "bert")
+    (tmp_path / "recipe.toml").write_text('[[stage]]\nkind = "vocab"\n[[stage]]\nkind = "prune"\n'
+                                          'method = "structured"\nratio = 0.25\nfinetune_epochs = 1\n')
+    out = tmp_path / "out"
+    proc = run_cli("convert", src, "--target", "x86-avx2", "--recipe", tmp_path / "recipe.toml", "--train",
+                   text / "train.jsonl", "--calibration", text / "train.jsonl", "--validation", text / "val.jsonl",
+                   "--test", text / "val.jsonl", "--sequence-length", "16", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((out / "x86-avx2" / "manifest.json").read_text())
+    assert [s["kind"] for s in m["compression"]["stages"]] == ["source", "vocab", "prune"]
+    assert m["compression"]["stages"][-1]["status"] == "kept"
+    assert m["data"]["tuning"]["n"] == 12 and m["validation"]["n"] == 12
+
+
+def test_subsets_remember_their_rows_in_the_file(tmp_path, text):
+    from edgekit.compress import vocab
+    from edgekit.compress.pipeline import _retokenize
+    from edgekit.data import load_data, split_holdout
+    from edgekit.source import load
+    src = tiny_bert(tmp_path / "bert")
+    handle = load(src)
+    val = load_data(text / "val.jsonl", handle, sequence_length=16, role="validation")
+    tune, held = split_holdout(val)
+    assert sorted(tune.rows.tolist() + held.rows.tolist()) == list(range(len(val)))
+    part = held.take(np.array([2, 0]))
+    assert part.rows.tolist() == [held.rows[2], held.rows[0]] and val.head(3).rows.tolist() == [0, 1, 2]
+    train = load_data(text / "train.jsonl", handle, sequence_length=16, role="training")
+    new_map = vocab.write_tokenizer(src, vocab.kept_ids(src, train), tmp_path / "tok")
+    table = vocab.remap_table(new_map, 30522, new_map[100])  # 100: [UNK] in BERT's vocabulary
+    whole = _retokenize(val, handle, tmp_path / "tok", table)
+    again = _retokenize(part, handle, tmp_path / "tok", table)
+    assert len(whole) == len(val) and whole.rows is None
+    assert np.array_equal(again.inputs["input_ids"], whole.inputs["input_ids"][part.rows])
+    assert np.array_equal(again.labels, part.labels) and again.split == "held-out"
+
+
 def test_sliced_position_table_gives_the_same_logits(tmp_path):
     import torch
     import transformers
